@@ -1,0 +1,59 @@
+"""cnnlstm: CNN → LSTM/GRU models that work on their shapes.
+
+>>> import torch, cnnlstm as cl
+>>> model = cl.CNNLSTM(input_shape=(16, 3, 112, 112), num_classes=10)
+>>> cl.infer(model, (8, 16, 3, 112, 112))
+torch.Size([8, 10])
+"""
+
+from .backbones import BACKBONES, Conv1dBackbone, SmallCNN, build_backbone, register_backbone
+from .errors import CnnlstmError, ConfigError, MissingDependencyError, ShapeError
+from .layers import (
+    BRIDGES,
+    HEADS,
+    Bridge,
+    Head,
+    Temporal,
+    TimeDistributed,
+    bridge,
+    head,
+    register_bridge,
+    register_head,
+)
+from .layout import Layout, to_canonical
+from .model import CNNLSTM, CNNLSTMConfig
+from .shapes import Diagnosis, Explanation, Finding, diagnose, explain, infer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKBONES",
+    "BRIDGES",
+    "CNNLSTM",
+    "HEADS",
+    "Bridge",
+    "CNNLSTMConfig",
+    "CnnlstmError",
+    "ConfigError",
+    "Conv1dBackbone",
+    "Diagnosis",
+    "Explanation",
+    "Finding",
+    "Head",
+    "Layout",
+    "MissingDependencyError",
+    "ShapeError",
+    "SmallCNN",
+    "Temporal",
+    "TimeDistributed",
+    "bridge",
+    "build_backbone",
+    "diagnose",
+    "explain",
+    "head",
+    "infer",
+    "register_backbone",
+    "register_bridge",
+    "register_head",
+    "to_canonical",
+]

@@ -1,0 +1,208 @@
+"""Per-frame CNNs: the built-in ``small`` 2-D CNN, ``conv1d`` for series, and adapters.
+
+A 2-D backbone maps images ``(B, C, H, W)`` to feature maps ``(B, C', H', W')``; the model
+wraps it in :class:`~cnnlstm.TimeDistributed` for clips. A 1-D backbone maps series
+``(N, T, F)`` to ``(N, T, F')``: the ``(N, F, T)`` permutation that ``Conv1d`` wants lives
+inside it and nowhere else.
+
+``torchvision:NAME`` and ``timm:NAME`` build those packages' models without their
+classifier and keep the last feature map; weights come from a local file only
+(``weights="path"``), nothing downloads.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._registry import Registry
+from .errors import ConfigError, require
+
+__all__ = ["BACKBONES", "Conv1dBackbone", "SmallCNN", "build_backbone", "load_weights", "register_backbone"]
+
+BACKBONES: Registry = Registry("backbone")
+register_backbone = BACKBONES.register
+
+
+@register_backbone("small")
+class SmallCNN(nn.Sequential):
+    """Blocks of conv 3x3 - BatchNorm - ReLU - maxpool 2x2: ``(B, C, H, W) → (B, C_last, H/2^k, W/2^k)``.
+
+    The default ``channels=(32, 64, 128, 256)`` is the reference model of the benchmarks.
+
+    Args:
+        in_channels: ``C`` of the input frames.
+        channels: output channels of each block.
+        kernel_size: odd convolution size.
+    """
+
+    kind = "2d"
+
+    def __init__(self, in_channels: int = 3, channels: tuple[int, ...] = (32, 64, 128, 256), kernel_size: int = 3):
+        if kernel_size % 2 != 1:
+            raise ConfigError(f"small backbone needs an odd kernel_size, got {kernel_size}")
+        if not channels:
+            raise ConfigError("small backbone needs at least one block: channels=(32, ...)")
+        blocks = []
+        c_in = in_channels
+        for i, c in enumerate(channels):
+            block = nn.Sequential(
+                OrderedDict(
+                    conv=nn.Conv2d(c_in, c, kernel_size, padding=kernel_size // 2, bias=False),
+                    bn=nn.BatchNorm2d(c),
+                    relu=nn.ReLU(inplace=True),
+                    pool=nn.MaxPool2d(2),
+                )
+            )
+            blocks.append((f"block{i + 1}", block))
+            c_in = c
+        super().__init__(OrderedDict(blocks))
+        self.in_channels = in_channels
+        self.out_channels = c_in
+
+
+@register_backbone("conv1d")
+class Conv1dBackbone(nn.Module):
+    """A stack of Conv1d - BatchNorm - ReLU over time: ``(N, T, F) → (N, T, F')``, ``T`` kept.
+
+    Args:
+        in_features: ``F`` of the input series.
+        channels: output channels of each layer; ``F'`` is the last.
+        kernel_size: convolution size over time.
+        dilated: dilations 1, 2, 4, ... (a wide receptive field for few layers).
+        causal: pad on the left only, so step ``t`` sees steps ``<= t`` (streaming, forecasting).
+    """
+
+    kind = "1d"
+
+    def __init__(
+        self,
+        in_features: int = 1,
+        channels: tuple[int, ...] = (64, 64, 64),
+        kernel_size: int = 5,
+        dilated: bool = False,
+        causal: bool = False,
+    ):
+        super().__init__()
+        if not channels:
+            raise ConfigError("conv1d backbone needs at least one layer: channels=(64, ...)")
+        if not causal and kernel_size % 2 != 1:
+            raise ConfigError(f"conv1d backbone needs an odd kernel_size unless causal=True, got {kernel_size}")
+        self.in_features = in_features
+        self.out_channels = channels[-1]
+        self.causal = causal
+        self.layers = nn.ModuleList()
+        self.pads: list[tuple[int, int]] = []
+        c_in = in_features
+        for i, c in enumerate(channels):
+            dilation = 2**i if dilated else 1
+            total = dilation * (kernel_size - 1)
+            self.pads.append((total, 0) if causal else (total // 2, total - total // 2))
+            self.layers.append(
+                nn.Sequential(
+                    OrderedDict(
+                        conv=nn.Conv1d(c_in, c, kernel_size, dilation=dilation, bias=False),
+                        bn=nn.BatchNorm1d(c),
+                        relu=nn.ReLU(inplace=True),
+                    )
+                )
+            )
+            c_in = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x ``(N, T, F)``. Returns ``(N, T, F')``."""
+        y = x.transpose(1, 2)  # (N, F, T): the one place the series is channels-first
+        for pad, layer in zip(self.pads, self.layers):
+            y = layer(F.pad(y, pad))  # (N, C_i, T)
+        return y.transpose(1, 2)  # (N, T, F')
+
+
+def load_weights(module: nn.Module, path: str | Path) -> None:
+    """Load a local ``.safetensors`` or PyTorch state dict into ``module`` (never runs code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"weights file {str(path)!r} does not exist (weights load from a local path only)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+    module.load_state_dict(state)
+
+
+_CLASSIFIER_NAMES = ("avgpool", "global_pool", "fc", "classifier", "head", "heads")
+
+
+def _strip_classifier(model: nn.Module, name: str) -> nn.Module:
+    """Keep a torchvision model's convolutional trunk, up to its last feature map."""
+    if isinstance(getattr(model, "features", None), nn.Module):
+        return model.features  # VGG, AlexNet, MobileNet, EfficientNet, DenseNet, ConvNeXt, ...
+    kept = []
+    for child_name, child in model.named_children():
+        if child_name in _CLASSIFIER_NAMES:
+            break
+        kept.append((child_name, child))
+    if not kept or len(kept) == len(list(model.children())):
+        raise ConfigError(
+            f"torchvision:{name}: cannot find where its classifier starts (looked for .features or a child "
+            f"named one of {', '.join(_CLASSIFIER_NAMES)}); pass the trunk as an nn.Module instead"
+        )
+    return nn.Sequential(OrderedDict(kept))
+
+
+class _TimmFeatures(nn.Module):
+    """A timm model's ``forward_features``: its last feature map ``(B, C, H, W)``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def build_backbone(spec: str | nn.Module, in_channels: int, **options) -> nn.Module:
+    """Build a backbone from its name (or pass a module through).
+
+    Args:
+        spec: ``"small"``, ``"conv1d"``, ``"torchvision:NAME"``, ``"timm:NAME"`` or an ``nn.Module``.
+        in_channels: ``C`` of the frames (``F`` of a series).
+        options: the backbone's own options; ``weights="path"`` loads local weights for the adapters.
+
+    Returns:
+        The backbone module.
+    """
+    if isinstance(spec, nn.Module):
+        return spec
+    if not isinstance(spec, str):
+        raise ConfigError(f"backbone must be a name or an nn.Module, got {type(spec).__name__}")
+    if spec.startswith("torchvision:"):
+        name = spec.split(":", 1)[1]
+        weights = options.pop("weights", None)
+        tv = require("torchvision.models", "all", f"backbone {spec!r}")
+        model = tv.get_model(name, weights=None, **options)
+        if weights is not None:
+            load_weights(model, weights)
+        trunk = _strip_classifier(model, name)
+        return trunk
+    if spec.startswith("timm:"):
+        name = spec.split(":", 1)[1]
+        weights = options.pop("weights", None)
+        timm = require("timm", "all", f"backbone {spec!r}")
+        model = timm.create_model(name, pretrained=False, in_chans=in_channels, **options)
+        if weights is not None:
+            load_weights(model, weights)
+        model.reset_classifier(0, "")
+        return _TimmFeatures(model)
+    cls = BACKBONES.get(spec)
+    try:
+        return cls(in_channels, **options)
+    except TypeError as e:
+        raise ConfigError(f"backbone {spec!r} does not take these options {sorted(options)}: {e}") from None

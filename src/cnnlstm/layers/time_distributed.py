@@ -1,0 +1,132 @@
+"""Apply a per-frame module to every step of a sequence by folding time into the batch."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._guard import shape_guard
+from ..errors import ConfigError, ShapeError
+
+__all__ = ["BN_POLICIES", "TimeDistributed", "freeze_batchnorm", "valid_mask"]
+
+BN_POLICIES = ("train", "frozen")
+
+
+def valid_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """A ``(N, T)`` boolean mask, True where step ``t < lengths[n]``.
+
+    Args:
+        lengths: ``(N,)`` integer lengths, each in ``1..T``.
+        steps: ``T``.
+    """
+    return torch.arange(steps, device=lengths.device) < lengths.unsqueeze(1)  # (N, T)
+
+
+def check_lengths(lengths: torch.Tensor | None, batch: int, steps: int, owner: str) -> torch.Tensor | None:
+    """Validate ``lengths`` against a batch of ``batch`` sequences of ``steps`` steps.
+
+    Returns:
+        ``lengths`` as an int64 tensor, or None when none were given.
+    """
+    if lengths is None:
+        return None
+    lengths = torch.as_tensor(lengths)
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ShapeError(
+            f"{owner}: lengths must be (N,) = ({batch},), one length per sequence, got {tuple(lengths.shape)}"
+        )
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise ShapeError(f"{owner}: lengths must be integers, got dtype {lengths.dtype}")
+    if lengths.device.type != "meta" and lengths.numel():
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 1 or hi > steps:
+            raise ShapeError(
+                f"{owner}: every length must be in 1..T={steps} (the padded clip length), got min {lo}, max {hi}"
+            )
+    return lengths.long()
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Put every BatchNorm in ``module`` in eval mode and stop its parameters from training."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(False)
+
+
+class TimeDistributed(nn.Module):
+    """Apply ``module`` to every step of ``(N, T, *)`` in one folded call.
+
+    Time is folded into the batch (``"n t ... -> (n t) ..."``, a view where the input is
+    contiguous), the module runs once on all ``N*T`` frames, and the result is unfolded.
+    A BatchNorm inside therefore takes its statistics over all ``N*T`` frames.
+
+    Args:
+        module: any per-frame module, ``(B, *in) -> (B, *out)``.
+        bn: BatchNorm policy. ``"train"`` (default) trains BatchNorm as usual; ``"frozen"``
+            keeps every BatchNorm in eval mode (running statistics, no updates, affine
+            parameters not trained), the safe choice for a pretrained backbone whose
+            statistics should not be overwritten by ``N*T`` correlated frames.
+        chunk_size: frames per call at inference (no grad); ``None`` folds all at once.
+            Training always folds all frames at once, so BatchNorm sees all of them.
+
+    Shapes:
+        x: ``(N, T, *in)``; lengths: optional ``(N,)``, valid steps per sequence. With
+        lengths, padded frames are not run through the module (they come out as zeros)
+        and do not enter BatchNorm statistics.
+
+        returns: ``(N, T, *out)``.
+
+    >>> td = TimeDistributed(nn.Conv2d(3, 8, 3, padding=1))
+    >>> td(torch.zeros(2, 5, 3, 16, 16)).shape
+    torch.Size([2, 5, 8, 16, 16])
+    """
+
+    def __init__(self, module: nn.Module, bn: str = "train", chunk_size: int | None = None):
+        super().__init__()
+        if bn not in BN_POLICIES:
+            raise ConfigError(f"unknown BatchNorm policy bn={bn!r}: expected one of {', '.join(BN_POLICIES)}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ConfigError(f"chunk_size must be a positive number of frames or None, got {chunk_size}")
+        self.module = module
+        self.bn = bn
+        self.chunk_size = chunk_size
+        if bn == "frozen":
+            freeze_batchnorm(module)
+
+    def train(self, mode: bool = True) -> TimeDistributed:
+        super().train(mode)
+        if self.bn == "frozen":
+            freeze_batchnorm(self.module)
+        return self
+
+    def extra_repr(self) -> str:
+        return f"bn={self.bn!r}, chunk_size={self.chunk_size}"
+
+    def _run(self, frames: torch.Tensor) -> torch.Tensor:  # (B, *in) -> (B, *out)
+        b = frames.shape[0]
+        if self.chunk_size is None or b <= self.chunk_size or (self.training and torch.is_grad_enabled()):
+            return self.module(frames)
+        return torch.cat([self.module(c) for c in frames.split(self.chunk_size)], dim=0)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Args: x ``(N, T, *in)``; lengths optional ``(N,)``. Returns ``(N, T, *out)``."""
+        if not isinstance(x, torch.Tensor) or x.dim() < 3:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ShapeError(
+                f"TimeDistributed({type(self.module).__name__}) wants (N, T, ...) with at least 3 axes, got {got}. "
+                "For a single image batch call the module directly; for one clip add the batch axis: x.unsqueeze(0)."
+            )
+        n, t = x.shape[:2]
+        lengths = check_lengths(lengths, n, t, f"TimeDistributed({type(self.module).__name__})")
+        with shape_guard(self.module, x.flatten(0, 1), name=f"TimeDistributed({type(self.module).__name__})"):
+            if lengths is not None and x.device.type != "meta" and bool((lengths < t).any()):
+                mask = valid_mask(lengths.to(x.device), t)  # (N, T)
+                y = self._run(x[mask])  # (V, *out), V = lengths.sum()
+                out = y.new_zeros((n, t, *y.shape[1:]))
+                out[mask] = y
+                return out  # (N, T, *out)
+            y = self._run(x.flatten(0, 1))  # (N*T, *out)
+            return y.unflatten(0, (n, t))  # (N, T, *out)

@@ -1,0 +1,127 @@
+"""Named layouts and the one permutation at a model's entry.
+
+cnnlstm works inside in three canonical layouts: clips ``NTCHW``, images ``NCHW`` and
+series ``NTF`` (batch first). Arrays that arrive in another layout (``NTHWC`` as Keras
+writes them, ``NCTHW`` as video ``Conv3d`` wants, ``NHWC``, ``NFT`` as ``Conv1d`` wants) are
+named by a layout string and permuted exactly once, at the entry.
+
+>>> import torch
+>>> to_canonical(torch.zeros(2, 16, 112, 112, 3), "NTHWC").shape
+torch.Size([2, 16, 3, 112, 112])
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+
+from .errors import ConfigError, ShapeError
+
+__all__ = ["Layout", "canonical", "canonical_shape", "kind", "permutation", "to_canonical"]
+
+
+class Layout(str, Enum):
+    """Every layout cnnlstm understands; the letters are the axes in order."""
+
+    NTCHW = "NTCHW"  # clip, canonical
+    NTHWC = "NTHWC"  # clip, channels last (Keras / TensorFlow arrays)
+    NCTHW = "NCTHW"  # clip, as Conv3d wants it
+    NCHW = "NCHW"  # image, canonical
+    NHWC = "NHWC"  # image, channels last
+    NTF = "NTF"  # series, canonical (batch first)
+    NFT = "NFT"  # series, as Conv1d wants it
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_CANONICAL = {"clip": Layout.NTCHW, "image": Layout.NCHW, "series": Layout.NTF}
+_KIND = {
+    Layout.NTCHW: "clip",
+    Layout.NTHWC: "clip",
+    Layout.NCTHW: "clip",
+    Layout.NCHW: "image",
+    Layout.NHWC: "image",
+    Layout.NTF: "series",
+    Layout.NFT: "series",
+}
+
+
+def parse(layout: str | Layout) -> Layout:
+    """The :class:`Layout` named by a string (case-insensitive)."""
+    try:
+        return Layout(str(layout).upper())
+    except ValueError:
+        valid = ", ".join(v.value for v in Layout)
+        raise ConfigError(f"unknown layout {layout!r}: expected one of {valid}") from None
+
+
+def kind(layout: str | Layout) -> str:
+    """``"clip"``, ``"image"`` or ``"series"``."""
+    return _KIND[parse(layout)]
+
+
+def canonical(layout: str | Layout) -> Layout:
+    """The canonical layout of the same kind: ``NTHWC`` → ``NTCHW``, ``NFT`` → ``NTF``."""
+    return _CANONICAL[kind(layout)]
+
+
+def permutation(src: str | Layout, dst: str | Layout) -> tuple[int, ...]:
+    """The ``permute`` order that takes a tensor from layout ``src`` to layout ``dst``.
+
+    >>> permutation("NTHWC", "NTCHW")
+    (0, 1, 4, 2, 3)
+    """
+    s, d = parse(src).value, parse(dst).value
+    if sorted(s) != sorted(d):
+        raise ConfigError(f"cannot permute {s} into {d}: they do not have the same axes")
+    return tuple(s.index(axis) for axis in d)
+
+
+def canonical_shape(shape: tuple, layout: str | Layout) -> tuple:
+    """A shape in ``layout`` reordered into the canonical layout (entries may be ``None``).
+
+    Works for full shapes (with ``N``) and for one sample's shape (without ``N``).
+
+    >>> canonical_shape((16, 112, 112, 3), "NTHWC")
+    (16, 3, 112, 112)
+    """
+    lay = parse(layout)
+    shape = tuple(shape)
+    axes = lay.value
+    if len(shape) == len(axes) - 1:
+        axes = axes[1:]
+    if len(shape) != len(axes):
+        raise ShapeError(
+            f"layout {lay.value} wants a shape of {len(lay.value)} axes {tuple(lay.value)} (or "
+            f"{len(lay.value) - 1} without N), got {len(shape)}: {shape}"
+        )
+    target = canonical(lay).value
+    if len(axes) < len(target):
+        target = target[1:]
+    return tuple(shape[axes.index(a)] for a in target)
+
+
+def to_canonical(x: torch.Tensor, layout: str | Layout) -> torch.Tensor:
+    """Permute a batch from ``layout`` into its canonical layout, checking the rank.
+
+    Args:
+        x: a batch in ``layout``, e.g. ``(N, T, H, W, C)`` for ``NTHWC``.
+        layout: the layout ``x`` is in.
+
+    Returns:
+        A view of ``x`` in ``NTCHW``, ``NCHW`` or ``NTF`` (no copy).
+    """
+    lay = parse(layout)
+    if x.dim() != len(lay.value):
+        letters = ", ".join(lay.value)
+        hint = ""
+        if x.dim() == len(lay.value) + 1 and kind(lay) == "image":
+            hint = " A batch of clips needs a clip layout (NTCHW, NTHWC or NCTHW)."
+        elif x.dim() == len(lay.value) - 1:
+            hint = " Add the batch axis with x.unsqueeze(0) for a single sample."
+        raise ShapeError(f"layout {lay.value} wants ({letters}), got {x.dim()}-D {tuple(x.shape)}.{hint}")
+    if lay == canonical(lay):
+        return x
+    return x.permute(permutation(lay, canonical(lay)))
