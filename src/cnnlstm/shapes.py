@@ -647,7 +647,7 @@ def diagnose(
     >>> print(diagnose(nn.LSTM(300, 64, batch_first=True), (8, 16, 100)).error.fix)
     Build it with input_size=100.
     """
-    shape = tuple(input_shape)
+    shape = _placeholders(_check_shape(input_shape, "diagnose"), 5)
     if lengths is not None:
         lengths = torch.as_tensor(lengths).long()
     names = {id(m): p for p, m in module.named_modules(remove_duplicate=False)}
