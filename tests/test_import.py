@@ -7,7 +7,7 @@ HEAVY = ["lightning", "pytorch_lightning", "av", "onnx", "onnxruntime", "matplot
 
 
 def test_import_pulls_no_optional_dependency():
-    code = "import sys, cnnlstm; print(','.join(m for m in %r if m in sys.modules))" % HEAVY
+    code = f"import sys, cnnlstm; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"imported by `import cnnlstm`: {out.stdout.strip()}"
 
