@@ -13,7 +13,6 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-import torch
 from torch import nn
 
 from .errors import ShapeError
@@ -38,24 +37,24 @@ def dry_run() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def shape_guard(module: nn.Module, x: torch.Tensor, name: str | None = None, **kwargs) -> Iterator[None]:
+def shape_guard(module: nn.Module, shape: tuple, name: str | None = None, **kwargs) -> Iterator[None]:
     """Run a forward pass; on a PyTorch shape failure raise a diagnosed :class:`ShapeError`.
 
     Args:
         module: the module whose forward runs inside the block.
-        x: its input tensor (only the shape is used).
+        shape: its input's shape.
         name: what to call the module in the message (default: its class name).
         kwargs: further keyword arguments of the forward, passed to the dry run.
     """
     try:
         yield
     except RuntimeError as e:
-        if diagnosing() or not isinstance(x, torch.Tensor):
+        if diagnosing():
             raise
         from .shapes import diagnose
 
         try:
-            result = diagnose(module, tuple(x.shape), name=name or type(module).__name__, **kwargs)
+            result = diagnose(module, tuple(shape), name=name or type(module).__name__, **kwargs)
         except Exception:  # the diagnosis itself failed: keep the original error
             raise e from None
         err = result.error

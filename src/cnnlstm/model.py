@@ -286,7 +286,7 @@ class CNNLSTM(nn.Module):
             ``(N, T, F)``.
         """
         x, lengths = self._entry(x, lengths)
-        with shape_guard(self, x, name="CNNLSTM"):
+        with shape_guard(self, tuple(x.shape), name="CNNLSTM"):
             return self._features(x, lengths)
 
     def _features(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -298,7 +298,7 @@ class CNNLSTM(nn.Module):
         """Args: x ``(N, *input_shape)`` in the model's layout; lengths ``(N,)``.
         Returns ``(N, classes)`` or ``(N, T, classes)``."""
         x, lengths = self._entry(x, lengths)
-        with shape_guard(self, x, name="CNNLSTM"):
+        with shape_guard(self, tuple(x.shape), name="CNNLSTM"):
             seq = self._features(x, lengths)  # (N, T, F)
             states, _ = self.rnn(seq, lengths)  # (N, T, D*dirs)
             return self.head(states, lengths)

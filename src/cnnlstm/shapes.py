@@ -21,6 +21,7 @@ from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
 from ._guard import dry_run
+from ._messages import clip_maps_fix, image_maps_fix
 from .errors import ShapeError
 
 __all__ = ["Diagnosis", "Explanation", "Finding", "Row", "diagnose", "explain", "infer"]
@@ -314,17 +315,6 @@ class _Context:
         return self.modules.get(path.rsplit(".", 1)[0] if "." in path else "") if path else None
 
 
-def _bridge_options(shape: tuple, input_size: int) -> str:
-    """The bridges that turn clip maps ``(N, T, C, H, W)`` into a sequence, with the F each gives."""
-    c, h, w = shape[2:]
-    options = [("gap", c), ("grid", c * 4), ("flatten", c * h * w), ("attention", c)]
-    text = ", ".join(f'bridge="{n}" gives F={f}' for n, f in options)
-    fits = [n for n, f in options if f == input_size]
-    if fits:
-        text += f' (bridge="{fits[0]}" fits input_size={input_size})'
-    return text
-
-
 def _check_rnn(ctx: _Context, path: str, m: nn.RNNBase, x: Any) -> None:
     kind = m.mode if m.mode in ("LSTM", "GRU") else "RNN"
     bf = m.batch_first
@@ -355,7 +345,7 @@ def _check_rnn(ctx: _Context, path: str, m: nn.RNNBase, x: Any) -> None:
                 s,
                 wants,
                 "a clip of feature maps",
-                f"Put a bridge in front: {_bridge_options(s, m.input_size)}.",
+                clip_maps_fix(s, m.input_size),
             )
         )
     if x.dim() == 4:
@@ -367,9 +357,7 @@ def _check_rnn(ctx: _Context, path: str, m: nn.RNNBase, x: Any) -> None:
                 s,
                 wants,
                 "an image's feature maps (N, C, H, W)",
-                f'Put a bridge in front: bridge="spatial" gives (N, H*W, C) = ({s[0]}, {s[2] * s[3]}, {s[1]}) '
-                f"with F={s[1]}; for clips keep the time axis and use "
-                f'TimeDistributed(cnn) then bridge="gap" (F={s[1]}).',
+                image_maps_fix(s),
             )
         )
     if x.shape[-1] != m.input_size:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .._messages import clip_maps_fix, image_maps_fix
 from .._registry import Registry
 from ..errors import ConfigError, ShapeError
 from .time_distributed import check_lengths, valid_mask
@@ -74,7 +75,9 @@ class Temporal(nn.Module):
         if x.dim() != 3:
             msg = f"{name} wants (N, T, F={self.input_size}) with batch_first=True, got {x.dim()}-D {tuple(x.shape)}"
             if x.dim() == 5:
-                msg += ": a clip of feature maps. Put a bridge in front (bridge='gap' gives F=C)."
+                msg += f": a clip of feature maps. {clip_maps_fix(tuple(x.shape), self.input_size)}"
+            elif x.dim() == 4:
+                msg += f": an image's feature maps. {image_maps_fix(tuple(x.shape))}"
             elif x.dim() == 2:
                 msg += ": add the time axis with x.unsqueeze(1) for one step, or the batch axis with x.unsqueeze(0)."
             raise ShapeError(msg)

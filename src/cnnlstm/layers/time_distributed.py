@@ -69,8 +69,8 @@ class TimeDistributed(nn.Module):
             keeps every BatchNorm in eval mode (running statistics, no updates, affine
             parameters not trained), the safe choice for a pretrained backbone whose
             statistics should not be overwritten by ``N*T`` correlated frames.
-        chunk_size: frames per call at inference (no grad); ``None`` folds all at once.
-            Training always folds all frames at once, so BatchNorm sees all of them.
+        chunk_size: frames per call in eval mode; ``None`` folds all at once. Train mode
+            always folds all frames at once, so BatchNorm sees all of them.
 
     Shapes:
         x: ``(N, T, *in)``; lengths: optional ``(N,)``, valid steps per sequence. With
@@ -107,7 +107,7 @@ class TimeDistributed(nn.Module):
 
     def _run(self, frames: torch.Tensor) -> torch.Tensor:  # (B, *in) -> (B, *out)
         b = frames.shape[0]
-        if self.chunk_size is None or b <= self.chunk_size or (self.training and torch.is_grad_enabled()):
+        if self.chunk_size is None or b <= self.chunk_size or self.training:
             return self.module(frames)
         return torch.cat([self.module(c) for c in frames.split(self.chunk_size)], dim=0)
 
@@ -121,7 +121,7 @@ class TimeDistributed(nn.Module):
             )
         n, t = x.shape[:2]
         lengths = check_lengths(lengths, n, t, f"TimeDistributed({type(self.module).__name__})")
-        with shape_guard(self.module, x.flatten(0, 1), name=f"TimeDistributed({type(self.module).__name__})"):
+        with shape_guard(self.module, (n * t, *x.shape[2:]), name=f"TimeDistributed({type(self.module).__name__})"):
             if lengths is not None and x.device.type != "meta" and bool((lengths < t).any()):
                 mask = valid_mask(lengths.to(x.device), t)  # (N, T)
                 y = self._run(x[mask])  # (V, *out), V = lengths.sum()
