@@ -7,7 +7,7 @@ working in code that predates cnnlstm.
 
 from __future__ import annotations
 
-__all__ = ["CnnlstmError", "ConfigError", "MissingDependencyError", "ShapeError"]
+__all__ = ["CnnlstmError", "ConfigError", "DataError", "MissingDependencyError", "ShapeError", "VideoError"]
 
 
 class CnnlstmError(Exception):
@@ -23,6 +23,14 @@ class ShapeError(CnnlstmError, ValueError):
 
 class ConfigError(CnnlstmError, ValueError):
     """An option that does not exist, or options that do not fit together."""
+
+
+class VideoError(CnnlstmError):
+    """A video file that cannot be decoded: corrupt, truncated, empty, or with no video stream."""
+
+
+class DataError(CnnlstmError, ValueError):
+    """A data set that cannot be used: an empty folder, a missing class, a path outside the root."""
 
 
 class MissingDependencyError(CnnlstmError, ImportError):

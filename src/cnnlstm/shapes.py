@@ -196,12 +196,12 @@ def explain(model: nn.Module, input_shape: tuple, *, dtype: torch.dtype = torch.
         input_shape: the full input shape, batch included.
         kwargs: further keyword arguments of the forward.
 
-    >>> print(explain(nn.Sequential(nn.Linear(4, 8), nn.ReLU()), (2, 4)))  # doctest: +NORMALIZE_WHITESPACE
-    module     type        input   output  params
-    ---------------------------------------------
-    (model)    Sequential  (2, 4)  (2, 8)      40
-      0        Linear      (2, 4)  (2, 8)      40
-      1        ReLU        (2, 8)  (2, 8)       0
+    >>> print(explain(nn.Sequential(nn.Linear(4, 8), nn.ReLU()), (2, 4)))
+    module   type        input   output  params
+    -------------------------------------------
+    (model)  Sequential  (2, 4)  (2, 8)      40
+      0      Linear      (2, 4)  (2, 8)      40
+      1      ReLU        (2, 8)  (2, 8)       0
     """
     shape = _check_shape(input_shape, "explain")
     rows: dict[int, Row] = {}
