@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from torch import nn
 
-from .errors import ShapeError
+from .errors import CnnlstmError, ShapeError
 
 _state = threading.local()
 _SHAPE_WORDS = ("shape", "size", "dimension", "channels", "mat1", "expected input")
@@ -48,8 +48,8 @@ def shape_guard(module: nn.Module, shape: tuple, name: str | None = None, **kwar
     """
     try:
         yield
-    except RuntimeError as e:
-        if diagnosing():
+    except (RuntimeError, ValueError) as e:
+        if diagnosing() or isinstance(e, CnnlstmError):
             raise
         from .shapes import diagnose
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._registry import Registry
-from .errors import ConfigError, require
+from .errors import ConfigError, ShapeError, require
 
 __all__ = ["BACKBONES", "Conv1dBackbone", "SmallCNN", "build_backbone", "load_weights", "register_backbone"]
 
@@ -63,6 +63,20 @@ class SmallCNN(nn.Sequential):
         super().__init__(OrderedDict(blocks))
         self.in_channels = in_channels
         self.out_channels = c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x ``(B, C, H, W)``. Returns ``(B, C_last, H/2^k, W/2^k)``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            if x.dim() == 5:
+                hint = ": a clip; wrap the CNN in cnnlstm.TimeDistributed"
+            elif x.dim() == 4 and x.shape[-1] == self.in_channels:
+                hint = f": channels last; pass x.permute(0, 3, 1, 2) = {(x.shape[0], x.shape[3], *x.shape[1:3])}"
+            elif x.dim() == 4:
+                hint = f": feed {self.in_channels}-channel images or build it with in_channels={x.shape[1]}"
+            else:
+                hint = ""
+            raise ShapeError(f"SmallCNN wants images (B, C={self.in_channels}, H, W), got {tuple(x.shape)}{hint}")
+        return super().forward(x)
 
 
 @register_backbone("conv1d")
@@ -115,6 +129,11 @@ class Conv1dBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x ``(N, T, F)``. Returns ``(N, T, F')``."""
+        if x.dim() != 3 or x.shape[-1] != self.in_features:
+            hint = ""
+            if x.dim() == 3 and x.shape[1] == self.in_features:
+                hint = f": the features are on axis 1, pass x.transpose(1, 2) = {(x.shape[0], x.shape[2], x.shape[1])}"
+            raise ShapeError(f"conv1d backbone wants series (N, T, F={self.in_features}), got {tuple(x.shape)}{hint}")
         y = x.transpose(1, 2)  # (N, F, T): the one place the series is channels-first
         for pad, layer in zip(self.pads, self.layers):
             y = layer(F.pad(y, pad))  # (N, C_i, T)
@@ -202,7 +221,11 @@ def build_backbone(spec: str | nn.Module, in_channels: int, **options) -> nn.Mod
         model.reset_classifier(0, "")
         return _TimmFeatures(model)
     cls = BACKBONES.get(spec)
+    weights = options.pop("weights", None)
     try:
-        return cls(in_channels, **options)
+        module = cls(in_channels, **options)
     except TypeError as e:
         raise ConfigError(f"backbone {spec!r} does not take these options {sorted(options)}: {e}") from None
+    if weights is not None:
+        load_weights(module, weights)
+    return module

@@ -17,7 +17,7 @@ from . import layout as L
 from ._guard import shape_guard
 from .backbones import build_backbone
 from .errors import ConfigError, ShapeError
-from .layers.bridges import Bridge
+from .layers.bridges import BRIDGES, Bridge
 from .layers.bridges import bridge as make_bridge
 from .layers.temporal import Temporal
 from .layers.temporal import head as make_head
@@ -163,8 +163,8 @@ class CNNLSTM(nn.Module):
         self.config = CNNLSTMConfig(
             backbone=backbone if isinstance(backbone, str) else "custom",
             backbone_options={k: v for k, v in backbone_options.items() if k != "weights"},
-            bridge=bridge if isinstance(bridge, str) else getattr(bridge, "name", "custom"),
-            bridge_options=dict(bridge_options or {}),
+            bridge=bridge if isinstance(bridge, str) else _bridge_name(bridge),
+            bridge_options=dict(bridge_options or {}) if isinstance(bridge, str) else _bridge_options(bridge),
             rnn=rnn,
             hidden_size=hidden_size,
             num_layers=num_layers,
@@ -285,8 +285,9 @@ class CNNLSTM(nn.Module):
         Returns:
             ``(N, T, F)``.
         """
+        raw = tuple(x.shape) if isinstance(x, torch.Tensor) else ()
         x, lengths = self._entry(x, lengths)
-        with shape_guard(self, tuple(x.shape), name="CNNLSTM"):
+        with shape_guard(self, raw, name="CNNLSTM"):
             return self._features(x, lengths)
 
     def _features(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -297,8 +298,9 @@ class CNNLSTM(nn.Module):
     def forward(self, x: torch.Tensor, lengths: Any = None) -> torch.Tensor:
         """Args: x ``(N, *input_shape)`` in the model's layout; lengths ``(N,)``.
         Returns ``(N, classes)`` or ``(N, T, classes)``."""
+        raw = tuple(x.shape) if isinstance(x, torch.Tensor) else ()
         x, lengths = self._entry(x, lengths)
-        with shape_guard(self, tuple(x.shape), name="CNNLSTM"):
+        with shape_guard(self, raw, name="CNNLSTM"):
             seq = self._features(x, lengths)  # (N, T, F)
             states, _ = self.rnn(seq, lengths)  # (N, T, D*dirs)
             return self.head(states, lengths)
@@ -346,6 +348,15 @@ class CNNLSTM(nn.Module):
         model = cls.from_config(CNNLSTMConfig.from_json((d / "config.json").read_text()), **overrides)
         model.load_state_dict(load_file(str(d / "model.safetensors")))
         return model
+
+
+def _bridge_name(b: Bridge) -> str:
+    """The registered name of a bridge instance, or ``"custom"`` when a config cannot rebuild it."""
+    return b.name if b.name in BRIDGES and BRIDGES.get(b.name) is type(b) else "custom"
+
+
+def _bridge_options(b: Bridge) -> dict[str, Any]:
+    return b.options() if _bridge_name(b) != "custom" else {}
 
 
 def _fmt(shape: Any) -> str:

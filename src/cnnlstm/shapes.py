@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 
 from ._guard import dry_run
 from ._messages import clip_maps_fix, image_maps_fix
-from .errors import ShapeError
+from .errors import CnnlstmError, ShapeError
 
 __all__ = ["Diagnosis", "Explanation", "Finding", "Row", "diagnose", "explain", "infer"]
 
@@ -39,6 +39,14 @@ def _meta_state(module: nn.Module) -> dict[str, torch.Tensor]:
         if t is not None:
             state[name] = torch.empty_like(t, device="meta")
     return state
+
+
+def _first_paths(module: nn.Module) -> dict[int, str]:
+    """Each submodule's first path (a module used in two places is named where it first appears)."""
+    names: dict[int, str] = {}
+    for p, m in module.named_modules(remove_duplicate=False):
+        names.setdefault(id(m), p)
+    return names
 
 
 def _check_shape(input_shape: Any, owner: str) -> tuple:
@@ -84,6 +92,8 @@ def _merge_unknown(a: Any, b: Any) -> Any:
         return torch.Size(merged) if None not in merged else merged
     if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
         return tuple(_merge_unknown(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _merge_unknown(v, b.get(k)) for k, v in a.items()}
     return a
 
 
@@ -110,7 +120,7 @@ def infer(module: nn.Module, input_shape: tuple, *, dtype: torch.dtype = torch.f
         if None in shape:
             out = _merge_unknown(out, _shapes_of(_run(module, _placeholders(shape, 7), dtype, kwargs)))
         return out
-    except ShapeError:
+    except CnnlstmError:
         raise
     except Exception:
         result = diagnose(module, _placeholders(shape, 5), dtype=dtype, **kwargs)
@@ -205,7 +215,7 @@ def explain(model: nn.Module, input_shape: tuple, *, dtype: torch.dtype = torch.
     """
     shape = _check_shape(input_shape, "explain")
     rows: dict[int, Row] = {}
-    names = {id(m): p for p, m in model.named_modules(remove_duplicate=False)}
+    names = _first_paths(model)
 
     def pre(m: nn.Module, args: tuple) -> None:
         if id(m) in rows:
@@ -231,7 +241,7 @@ def explain(model: nn.Module, input_shape: tuple, *, dtype: torch.dtype = torch.
         handles.append(m.register_forward_hook(post))
     try:
         out = _run(model, _placeholders(shape, 5), dtype, kwargs)
-    except ShapeError:
+    except CnnlstmError:
         raise
     except Exception:
         result = diagnose(model, _placeholders(shape, 5), dtype=dtype, **kwargs)
@@ -638,7 +648,7 @@ def diagnose(
     shape = _placeholders(_check_shape(input_shape, "diagnose"), 5)
     if lengths is not None:
         lengths = torch.as_tensor(lengths).long()
-    names = {id(m): p for p, m in module.named_modules(remove_duplicate=False)}
+    names = _first_paths(module)
     modules = dict(module.named_modules(remove_duplicate=False))
     ctx = _Context(batch=shape[0] if shape else None, lengths=lengths, names=names, modules=modules)
     root = name or type(module).__name__

@@ -53,6 +53,10 @@ class Bridge(nn.Module):
         n, t, c, h, w = shape
         return (n, t, self.out_features(c, h, w))
 
+    def options(self) -> dict:
+        """The options that rebuild this bridge with :func:`bridge` (saved in a model's config)."""
+        return {}
+
     def check_shape(self, shape: tuple) -> None:
         """Raise :class:`ShapeError` unless ``shape`` has this bridge's axes."""
         if len(shape) != len(self.in_axes):
@@ -131,6 +135,9 @@ class GridPool(_ClipBridge):
     def extra_repr(self) -> str:
         return f"k={self.k}"
 
+    def options(self) -> dict:
+        return {"k": self.k}
+
     def out_features(self, c: int, h: int | None = None, w: int | None = None) -> int:
         return c * self.k * self.k
 
@@ -181,6 +188,15 @@ class SpatialAttention(_ClipBridge):
             )
         self.channels = channels
         self.score = nn.Conv2d(channels, 1, kernel_size=1)
+
+    def options(self) -> dict:
+        return {"channels": self.channels}
+
+    def output_shape(self, shape: tuple) -> tuple:
+        self.check_shape(shape)
+        if shape[2] is not None and shape[2] != self.channels:
+            raise ShapeError(f"bridge 'attention' was built for C={self.channels} channels, got {tuple(shape)}")
+        return super().output_shape(shape)
 
     def out_features(self, c: int, h: int | None = None, w: int | None = None) -> int:
         return c

@@ -105,11 +105,20 @@ class TimeDistributed(nn.Module):
     def extra_repr(self) -> str:
         return f"bn={self.bn!r}, chunk_size={self.chunk_size}"
 
+    def _call(self, frames: torch.Tensor) -> torch.Tensor:
+        y = self.module(frames)
+        if not isinstance(y, torch.Tensor):
+            raise ConfigError(
+                f"TimeDistributed({type(self.module).__name__}): the module must return one tensor per batch of "
+                f"frames, got {type(y).__name__}; wrap it to return the feature map you want"
+            )
+        return y
+
     def _run(self, frames: torch.Tensor) -> torch.Tensor:  # (B, *in) -> (B, *out)
         b = frames.shape[0]
         if self.chunk_size is None or b <= self.chunk_size or self.training:
-            return self.module(frames)
-        return torch.cat([self.module(c) for c in frames.split(self.chunk_size)], dim=0)
+            return self._call(frames)
+        return torch.cat([self._call(c) for c in frames.split(self.chunk_size)], dim=0)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Args: x ``(N, T, *in)``; lengths optional ``(N,)``. Returns ``(N, T, *out)``."""
