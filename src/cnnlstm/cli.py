@@ -137,6 +137,275 @@ def doctor(
         sys.exit(1)
 
 
+def _setup_logging() -> None:
+    """Skipped files and other warnings of cnnlstm reach the terminal; Lightning's chatter does not."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log = logging.getLogger("cnnlstm")
+    if not log.handlers:
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = _parse_shape(text)
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or None in parts:
+        raise click.BadParameter(f"{text!r}: give a frame size as 112 or 112x112 (H x W)")
+    return parts
+
+
+def _model_options(
+    backbone, bridge, rnn, hidden_size, num_layers, bidirectional, head, dropout, backbone_channels, grid_k
+) -> dict:
+    opts = {
+        "rnn": rnn,
+        "hidden_size": hidden_size,
+        "num_layers": num_layers,
+        "bidirectional": bidirectional,
+        "head": head,
+        "dropout": dropout,
+    }
+    if backbone:
+        opts["backbone"] = backbone
+    if bridge:
+        opts["bridge"] = bridge
+    if backbone_channels:
+        opts["backbone_options"] = {"channels": tuple(_parse_shape(backbone_channels))}
+    if grid_k and (bridge or "gap") == "grid":
+        opts["bridge_options"] = {"k": grid_k}
+    return opts
+
+
+def model_options(f):
+    """The options that build the model, shared by ``train`` and ``demo``."""
+    for opt in reversed(
+        [
+            click.option("--backbone", default=None, help="small (default) | torchvision:NAME | timm:NAME."),
+            click.option(
+                "--backbone-channels", default=None, help="Channels of the small backbone's blocks, e.g. 16,32,64."
+            ),
+            click.option("--bridge", default=None, help="gap (default) | gmp | grid | flatten | attention."),
+            click.option("--grid-k", default=2, show_default=True, help="Cells per side of the grid bridge."),
+            click.option("--rnn", default="lstm", show_default=True, type=click.Choice(["lstm", "gru"])),
+            click.option("--hidden-size", default=256, show_default=True),
+            click.option("--num-layers", default=1, show_default=True),
+            click.option("--bidirectional", is_flag=True),
+            click.option("--head", default="last", show_default=True, type=click.Choice(["last", "mean", "attention"])),
+            click.option("--dropout", default=0.0, show_default=True),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def clip_options(f):
+    for opt in reversed(
+        [
+            click.option("--clip-len", default=16, show_default=True, help="Frames per clip (T)."),
+            click.option("--size", default="112", show_default=True, help="Frame size, 112 or HxW."),
+            click.option("--channels", default=3, show_default=True, type=click.Choice(["1", "3"]), help="1: gray."),
+            click.option(
+                "--sampling", default="uniform", show_default=True, type=click.Choice(["uniform", "random", "dense"])
+            ),
+            click.option("--stride", default=1, show_default=True, help="Frame step of random/dense clips."),
+            click.option(
+                "--pad",
+                default="repeat",
+                show_default=True,
+                type=click.Choice(["repeat", "lengths"]),
+                help="Videos shorter than T: repeat the last frame, or pad and pass lengths.",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def fit_options(f):
+    for opt in reversed(
+        [
+            click.option("--epochs", default=10, show_default=True),
+            click.option("--batch-size", default=8, show_default=True),
+            click.option("--lr", default=1e-3, show_default=True),
+            click.option("--weight-decay", default=1e-4, show_default=True),
+            click.option("--workers", default=2, show_default=True, help="DataLoader processes decoding video."),
+            click.option("--seed", default=0, show_default=True),
+            click.option("--val-fraction", default=0.2, show_default=True, help="Held out when there is no val split."),
+            click.option("--augment", is_flag=True, help="Random resized crops (the same for all frames of a clip)."),
+            click.option("--flip", is_flag=True, help="Random horizontal flips (changes left/right motion!)."),
+            click.option("--accelerator", default="auto", show_default=True, help="Lightning: cpu | gpu | auto."),
+            click.option("--devices", default="auto", show_default=True, help="Lightning: a count, a list, or auto."),
+            click.option("--strategy", default="auto", show_default=True, help="Lightning: ddp, ddp_spawn, auto, ..."),
+            click.option("--num-nodes", default=1, show_default=True),
+            click.option(
+                "--precision", default="32-true", show_default=True, help="Lightning: 32-true, bf16-mixed, ..."
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _train(data, out, resume, kw) -> dict:
+    from .data.datasets import ClipSpec
+    from .train.fit import TrainOptions, fit_videos
+
+    spec = ClipSpec(
+        clip_len=kw["clip_len"],
+        size=_size(kw["size"]),
+        channels=int(kw["channels"]),
+        sampling=kw["sampling"],
+        stride=kw["stride"],
+        pad=kw["pad"],
+    )
+    devices = kw["devices"]
+    devices = int(devices) if str(devices).isdigit() else devices
+    opts = TrainOptions(
+        epochs=kw["epochs"],
+        batch_size=kw["batch_size"],
+        lr=kw["lr"],
+        weight_decay=kw["weight_decay"],
+        workers=kw["workers"],
+        seed=kw["seed"],
+        val_fraction=kw["val_fraction"],
+        augment=kw["augment"],
+        flip=kw["flip"],
+        devices=devices,
+        strategy=kw["strategy"],
+        num_nodes=kw["num_nodes"],
+        precision=kw["precision"],
+        accelerator=kw["accelerator"],
+        resume=resume,
+    )
+    model = _model_options(
+        kw["backbone"],
+        kw["bridge"],
+        kw["rnn"],
+        kw["hidden_size"],
+        kw["num_layers"],
+        kw["bidirectional"],
+        kw["head"],
+        kw["dropout"],
+        kw["backbone_channels"],
+        kw["grid_k"],
+    )
+    return fit_videos(data, out, model, spec, opts)
+
+
+def _print_summary(summary: dict, out) -> None:
+    if not summary:  # a non-zero rank of a distributed run
+        return
+    click.echo(
+        f"best val accuracy {summary['best_val_acc']} after {summary['epochs']} epochs, "
+        f"{summary['train_videos']} train / {summary['val_videos']} val videos, {summary['seconds']} s"
+    )
+    skipped = summary["skipped"]
+    click.echo(f"skipped {len(skipped)} file(s)" + (":" if skipped else ""))
+    for s in skipped:
+        click.echo(f"  {s['path']}: {s['reason']}")
+    click.echo(f"run folder: {out}\ncurves: {summary['curves']}")
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(), help="The run folder, e.g. runs/NAME.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.ckpt.")
+@model_options
+@clip_options
+@fit_options
+def train(data, out, resume, **kw) -> None:
+    """Train a CNN-LSTM classifier on DATA: ROOT/CLASS/*.mp4, ROOT/train|val|test/CLASS/*, or a CSV manifest."""
+    from .errors import CnnlstmError
+
+    _setup_logging()
+    try:
+        summary = _train(data, out, resume, kw)
+    except CnnlstmError as e:
+        raise click.ClickException(str(e)) from None
+    _print_summary(summary, out)
+
+
+def _print_eval(result: dict) -> None:
+    click.echo(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   ({result['videos']} videos)")
+    width = max(len(r["class"]) for r in result["per_class"])
+    click.echo(f"{'class'.ljust(width)}  precision  recall     f1  support")
+    for r in result["per_class"]:
+        click.echo(
+            f"{r['class'].ljust(width)}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  {r['support']:7d}"
+        )
+    click.echo(f"skipped {len(result['skipped'])} file(s)" + (":" if result["skipped"] else ""))
+    for s in result["skipped"]:
+        click.echo(f"  {s['path']}: {s['reason']}")
+    click.echo(f"confusion matrix: {result['confusion_png']}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--split", default="test", show_default=True, help="With split folders, which one.")
+@click.option(
+    "--sampling",
+    default=None,
+    type=click.Choice(["uniform", "random", "dense"]),
+    help="Override the run's sampling (dense: average over windows).",
+)
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--workers", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
+def evaluate(run, data, split, sampling, batch_size, workers, as_json) -> None:
+    """Accuracy, macro-F1 and a per-class table of RUN on labelled videos DATA; writes a confusion-matrix PNG."""
+    import json
+
+    from .errors import CnnlstmError
+    from .train.evaluate import evaluate as run_evaluate
+
+    _setup_logging()
+    try:
+        result = run_evaluate(run, data, split, sampling, batch_size, workers)
+    except CnnlstmError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _print_eval(result)
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.argument("videos", nargs=-1, required=True)
+@click.option("--top-k", default=3, show_default=True)
+@click.option("--sampling", default=None, type=click.Choice(["uniform", "random", "dense"]))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
+def predict(run, videos, top_k, sampling, as_json) -> None:
+    """Top-k labels with probabilities for each of VIDEOS, sampled as RUN was trained."""
+    import json
+
+    from .errors import CnnlstmError
+    from .train.evaluate import predict as run_predict
+
+    _setup_logging()
+    try:
+        results = run_predict(run, videos, top_k, sampling)
+    except CnnlstmError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for r in results:
+        if "error" in r:
+            click.echo(f"{r['path']}: skipped: {r['error']}")
+        else:
+            click.echo(f"{r['path']}: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top"]))
+    if any("error" in r for r in results):
+        sys.exit(1)
+
+
 def _forward_params(model) -> set[str]:
     import inspect
 

@@ -1,0 +1,177 @@
+"""Evaluate a run on labelled videos, and predict labels for new ones, sampling as the run trained."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.datasets import ClipSpec, SkipLog, VideoDataset, VideoItem, _try_probe, collate_clips, find_videos
+from ..errors import ConfigError, DataError, require
+from ..model import CNNLSTM
+from .plots import plot_confusion
+
+__all__ = ["Run", "evaluate", "load_run", "predict"]
+
+
+@dataclass
+class Run:
+    """A trained run folder: the model (eval mode), its class names and its clip spec."""
+
+    path: Path
+    model: CNNLSTM
+    classes: list[str]
+    spec: ClipSpec
+
+
+def load_run(run: str | Path) -> Run:
+    """Load ``model.safetensors`` + ``config.json``, ``labels.json`` and ``data.json`` from a run folder."""
+    path = Path(run)
+    for name in ("config.json", "model.safetensors", "labels.json", "data.json"):
+        if not (path / name).is_file():
+            raise ConfigError(f"{str(path)!r} is not a finished cnnlstm run: {name} is missing")
+    model = CNNLSTM.from_pretrained(path).eval()
+    classes = json.loads((path / "labels.json").read_text())
+    spec = ClipSpec.from_dict(json.loads((path / "data.json").read_text()))
+    return Run(path, model, classes, spec)
+
+
+def _spec_for(run: Run, sampling: str | None) -> ClipSpec:
+    d = run.spec.to_dict()
+    if sampling:
+        d["sampling"] = sampling
+    elif d["sampling"] == "random":
+        d["sampling"] = "uniform"  # deterministic scoring for a model trained on random clips
+    return ClipSpec.from_dict(d)
+
+
+@torch.inference_mode()
+def _scores(model: CNNLSTM, batch: dict[str, Any]) -> torch.Tensor:
+    """Class probabilities ``(N, classes)``; dense windows ``(N, W, T, ...)`` are averaged."""
+    video, lengths = batch["video"], batch["lengths"]
+    if video.dim() == 6:  # (N, W, T, C, H, W'): one clip per window
+        n, w = video.shape[:2]
+        probs = model(video.flatten(0, 1)).softmax(-1)  # (N*W, classes)
+        return probs.unflatten(0, (n, w)).mean(1)
+    return model(video, lengths).softmax(-1)
+
+
+def _loader(ds, batch_size: int, workers: int):
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips)
+
+
+def evaluate(
+    run: str | Path,
+    data: str | Path,
+    split: str | None = "test",
+    sampling: str | None = None,
+    batch_size: int = 8,
+    workers: int = 0,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, a per-class table and a confusion-matrix PNG for a run on labelled videos.
+
+    Args:
+        run: the run folder.
+        data: videos laid out as for training; with split folders, ``split`` picks one.
+        split: which split to read when the data has split folders (else the whole folder).
+        sampling: override the run's sampling (``dense`` averages the scores over windows).
+        batch_size, workers: loading.
+        out: where to write ``confusion.png`` (default: the run folder).
+
+    Returns:
+        ``{"accuracy", "macro_f1", "per_class": [...], "confusion": [[...]], "videos", "skipped": [...],
+        "confusion_png"}``.
+    """
+    metrics = require("sklearn.metrics", "train", "evaluation metrics")
+    r = load_run(run)
+    data = Path(data)
+    has_splits = data.is_dir() and any((data / s).is_dir() for s in ("train", "val", "test"))
+    items, classes, refused = find_videos(data, split if has_splits else None)
+    unknown = sorted(set(classes) - set(r.classes))
+    if unknown:
+        raise DataError(
+            f"{data} has classes the model was not trained on: {', '.join(unknown)} (it knows {', '.join(r.classes)})"
+        )
+    remap = [r.classes.index(c) for c in classes]
+    items = [VideoItem(it.path, remap[it.label], it.start, it.end) for it in items]
+    ds = VideoDataset(items, r.classes, spec=_spec_for(r, sampling), refused=refused)
+    skips = SkipLog()
+    skips.add(ds.skipped, warn=False)
+    y_true, y_pred = [], []
+    for batch in _loader(ds, batch_size, workers):
+        skips.add(batch["skipped"])
+        if batch["video"] is None:
+            continue
+        y_pred += _scores(r.model, batch).argmax(-1).tolist()
+        y_true += batch["label"].tolist()
+    if not y_true:
+        raise DataError(f"no video of {data} could be evaluated ({len(skips)} skipped)")
+    labels = list(range(len(r.classes)))
+    p, rec, f1, support = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    present = [i for i in labels if support[i] > 0]
+    cm = metrics.confusion_matrix(y_true, y_pred, labels=labels)
+    png = Path(out or r.path) / "confusion.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    acc = float(np.mean(np.array(y_true) == np.array(y_pred)))
+    plot_confusion(cm, r.classes, png, title=f"{data.name}: accuracy {acc:.3f}")
+    return {
+        "accuracy": acc,
+        "macro_f1": float(np.mean([f1[i] for i in present])),
+        "per_class": [
+            {
+                "class": r.classes[i],
+                "precision": float(p[i]),
+                "recall": float(rec[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i in labels
+        ],
+        "confusion": cm.tolist(),
+        "videos": len(y_true),
+        "skipped": [{"path": k, "reason": v} for k, v in skips.seen.items()],
+        "confusion_png": str(png),
+    }
+
+
+def predict(
+    run: str | Path, videos: Sequence[str | Path], topk: int = 3, sampling: str | None = None
+) -> list[dict[str, Any]]:
+    """Top-k labels with probabilities for each video, sampled as the run was trained.
+
+    Returns:
+        One dict per video: ``{"path", "top": [{"label", "prob"}, ...]}``, or ``{"path", "error"}``
+        for a file that cannot be decoded.
+    """
+    r = load_run(run)
+    spec = _spec_for(r, sampling)
+    k = max(1, min(topk, len(r.classes)))
+    results = []
+    for v in videos:
+        info, reason = _try_probe(str(v))
+        if info is None:
+            results.append({"path": str(v), "error": reason})
+            continue
+        ds = VideoDataset([VideoItem(str(v), 0)], r.classes, spec=spec, warn=False)
+        batch = collate_clips([ds[0]])
+        if batch["video"] is None:
+            results.append({"path": str(v), "error": batch["skipped"][0][1]})
+            continue
+        probs = _scores(r.model, batch)[0]
+        top = probs.topk(k)
+        results.append(
+            {
+                "path": str(v),
+                "top": [
+                    {"label": r.classes[i], "prob": round(float(p), 4)}
+                    for p, i in zip(top.values.tolist(), top.indices.tolist())
+                ],
+            }
+        )
+    return results

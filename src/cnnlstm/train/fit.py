@@ -1,0 +1,206 @@
+"""Train a video classifier into a run folder, through Lightning.
+
+A run folder holds ``config.json`` + ``model.safetensors`` (the best model, loadable with
+``CNNLSTM.from_pretrained(run)``), ``labels.json``, ``data.json`` (how clips are made),
+``run.json`` (options, results, skipped files), ``checkpoints/best.ckpt`` and ``last.ckpt``
+(atomic), ``metrics.csv`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.datasets import ClipSpec, VideoDataset, collate_clips, stratified_split
+from ..data.transforms import ClipTransform
+from ..errors import ConfigError, DataError
+from ..model import CNNLSTM, _atomic_write
+from .module import AtomicCheckpointIO, ClipClassifier, L
+from .plots import plot_curves
+
+__all__ = ["TrainOptions", "fit_videos", "write_json"]
+
+log = logging.getLogger("cnnlstm.train")
+
+
+@dataclass
+class TrainOptions:
+    """Options of a training run (everything but the model and the clips)."""
+
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    workers: int = 2
+    seed: int = 0
+    val_fraction: float = 0.2
+    augment: bool = False
+    flip: bool = False
+    devices: Any = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    resume: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    _atomic_write(path, lambda p: Path(p).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def _loader(ds: VideoDataset, opts: TrainOptions, shuffle: bool) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=opts.batch_size,
+        shuffle=shuffle,
+        num_workers=opts.workers,
+        collate_fn=collate_clips,
+        worker_init_fn=ds.worker_init if opts.workers else None,
+        persistent_workers=opts.workers > 0,
+        generator=torch.Generator().manual_seed(opts.seed),
+    )
+
+
+def fit_videos(
+    data: str | Path,
+    out: str | Path,
+    model_options: dict[str, Any] | None = None,
+    spec: ClipSpec | None = None,
+    options: TrainOptions | None = None,
+) -> dict[str, Any]:
+    """Train a CNNLSTM classifier on a video folder (or manifest) and write the run folder.
+
+    Args:
+        data: ``root/CLASS/*``, ``root/train|val|test/CLASS/*`` or a CSV manifest.
+        out: the run folder.
+        model_options: keyword arguments of :class:`~cnnlstm.CNNLSTM` (backbone, bridge, hidden_size, ...);
+            ``input_shape`` and ``num_classes`` come from ``spec`` and the data.
+        spec: how clips are made (:class:`~cnnlstm.data.ClipSpec`); evaluation and prediction reuse it.
+        options: :class:`TrainOptions`.
+
+    Returns:
+        The run summary (also in ``run.json``): best validation accuracy, epochs, time, skipped files.
+    """
+    opts = options or TrainOptions()
+    spec = spec or ClipSpec()
+    out = Path(out)
+    L.seed_everything(opts.seed, workers=True, verbose=False)
+    resume_from = out / "checkpoints" / "last.ckpt"
+    if opts.resume and not resume_from.is_file():
+        raise ConfigError(f"--resume: {resume_from} does not exist (nothing to resume in {out})")
+
+    t0 = time.time()
+    full = VideoDataset.from_root(data, split="train", spec=spec, seed=opts.seed)
+    has_val = (Path(data) / "val").is_dir()
+    if has_val:
+        train_ds = full
+        val_ds = VideoDataset.from_root(data, split="val", spec=_eval_spec(spec), seed=opts.seed)
+        _check_same_classes(full.classes, val_ds.classes)
+    else:
+        tr, va = stratified_split(full.labels, opts.val_fraction, opts.seed)
+        train_ds, val_ds = full.subset(tr), full.subset(va, spec=_eval_spec(spec))
+    missing = sorted(set(range(len(full.classes))) - set(train_ds.labels))
+    if missing:
+        names = ", ".join(full.classes[i] for i in missing)
+        raise DataError(f"no readable training video for class(es) {names}: every file of theirs was skipped")
+    if opts.augment or opts.flip:
+        train_ds.transform = ClipTransform(
+            (0.6, 1.0) if opts.augment else None, opts.flip, spec.mean, spec.std, seed=opts.seed
+        )
+    index_time = time.time() - t0
+
+    model_kw = dict(model_options or {})
+    model_kw.update(
+        input_shape=(spec.clip_len, spec.channels, *spec.size), layout="NTCHW", num_classes=len(full.classes)
+    )
+    model = CNNLSTM(**model_kw)
+    module = ClipClassifier(
+        model.config.to_dict(), opts.lr, opts.weight_decay, opts.epochs, seen_dir=str(out / "logs" / "seen")
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = L.callbacks.ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="best",
+        monitor="val_acc",
+        mode="max",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    logger = L.loggers.CSVLogger(save_dir=str(out), name="logs", version="")
+    trainer = L.Trainer(
+        max_epochs=opts.epochs,
+        accelerator=opts.accelerator,
+        devices=opts.devices,
+        strategy=opts.strategy,
+        num_nodes=opts.num_nodes,
+        precision=opts.precision,
+        callbacks=[ckpt],
+        logger=logger,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=opts.progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+    trainer.fit(
+        module,
+        _loader(train_ds, opts, True),
+        _loader(val_ds, opts, False),
+        ckpt_path=str(resume_from) if opts.resume else None,
+        weights_only=True,
+    )
+    if not trainer.is_global_zero:
+        return {}
+
+    best = ckpt.best_model_path or str(resume_from)
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    module.model.save_pretrained(out)
+    write_json(out / "labels.json", full.classes)
+    write_json(out / "data.json", spec.to_dict())
+    metrics = out / "metrics.csv"
+    shutil.copyfile(out / "logs" / "metrics.csv", metrics)
+    curves = plot_curves(metrics, out / "curves.png")
+    skipped = dict(full.skipped)
+    skipped.update(module.skips.seen)
+    score = ckpt.best_model_score
+    summary = {
+        "data": str(data),
+        "classes": full.classes,
+        "train_videos": len(train_ds),
+        "val_videos": len(val_ds),
+        "best_val_acc": None if score is None else round(float(score), 4),
+        "epochs": trainer.current_epoch,
+        "seconds": round(time.time() - t0, 1),
+        "index_seconds": round(index_time, 1),
+        "skipped": [{"path": p, "reason": r} for p, r in skipped.items()],
+        "model": model.config.to_dict(),
+        "options": {k: v for k, v in asdict(opts).items() if k != "extra"},
+        "params": sum(p.numel() for p in model.parameters()),
+        "curves": str(curves),
+    }
+    write_json(out / "run.json", summary)
+    return summary
+
+
+def _eval_spec(spec: ClipSpec) -> ClipSpec:
+    """Validation samples deterministically: ``random`` training clips validate on ``uniform`` ones."""
+    d = spec.to_dict()
+    if d["sampling"] == "random":
+        d["sampling"] = "uniform"
+    return ClipSpec.from_dict(d)
+
+
+def _check_same_classes(train: list[str], other: list[str]) -> None:
+    if train != other:
+        raise DataError(f"the val split's classes {other} differ from the train split's {train}")

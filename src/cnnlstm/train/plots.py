@@ -1,0 +1,85 @@
+"""PNG plots a person would rather look at than read: training curves, confusion matrix."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import require
+
+
+def _plt():
+    mpl = require("matplotlib", "train", "plotting")
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_epoch_metrics(metrics_csv: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch values from Lightning's ``metrics.csv``: ``{name: [(epoch, value), ...]}``."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if not row.get("epoch"):
+                continue
+            for k, v in row.items():
+                if k in ("epoch", "step") or not v or k.endswith("_step"):
+                    continue
+                out.setdefault(k.removesuffix("_epoch"), []).append((int(row["epoch"]), float(v)))
+    return out
+
+
+def plot_curves(metrics_csv: str | Path, path: str | Path) -> Path:
+    """Loss and accuracy per epoch, train and val, side by side. Returns the PNG's path."""
+    plt = _plt()
+    m = read_epoch_metrics(metrics_csv)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, what in zip(axes, ("loss", "acc")):
+        for stage in ("train", "val"):
+            pts = m.get(f"{stage}_{what}", [])
+            if pts:
+                ax.plot([e + 1 for e, _ in pts], [v for _, v in pts], marker="o", label=stage)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy" if what == "acc" else "cross-entropy")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_title("loss")
+    axes[1].set_title("accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """A confusion matrix (rows: true class, columns: predicted) with counts. Returns the PNG's path."""
+    plt = _plt()
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.55 * k))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = matrix.max() if matrix.size else 0
+    for i in range(k):
+        for j in range(k):
+            ax.text(
+                j,
+                i,
+                str(int(matrix[i, j])),
+                ha="center",
+                va="center",
+                color="white" if matrix[i, j] > top / 2 else "black",
+                fontsize=8,
+            )
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
