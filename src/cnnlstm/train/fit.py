@@ -8,6 +8,7 @@ A run folder holds ``config.json`` + ``model.safetensors`` (the best model, load
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import shutil
@@ -49,6 +50,7 @@ class TrainOptions:
     precision: str = "32-true"
     accelerator: str = "auto"
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -97,6 +99,14 @@ def fit_videos(
     resume_from = out / "checkpoints" / "last.ckpt"
     if opts.resume and not resume_from.is_file():
         raise ConfigError(f"--resume: {resume_from} does not exist (nothing to resume in {out})")
+    if not opts.resume and (out / "checkpoints").exists():
+        if not opts.overwrite:
+            raise ConfigError(
+                f"{out} already holds a run: use --resume to continue it, --overwrite to start "
+                "it again, or another --out"
+            )
+        for sub in ("checkpoints", "logs"):
+            shutil.rmtree(out / sub, ignore_errors=True)
 
     t0 = time.time()
     full = VideoDataset.from_root(data, split="train", spec=spec, seed=opts.seed)
@@ -135,7 +145,7 @@ def fit_videos(
         save_last=True,
         enable_version_counter=False,
     )
-    logger = L.loggers.CSVLogger(save_dir=str(out), name="logs", version="")
+    logger = L.loggers.CSVLogger(save_dir=str(out), name="logs")  # a new version per resume: nothing overwritten
     trainer = L.Trainer(
         max_epochs=opts.epochs,
         accelerator=opts.accelerator,
@@ -169,7 +179,7 @@ def fit_videos(
     write_json(out / "labels.json", full.classes)
     write_json(out / "data.json", spec.to_dict())
     metrics = out / "metrics.csv"
-    shutil.copyfile(out / "logs" / "metrics.csv", metrics)
+    merge_metrics(sorted((out / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:])), metrics)
     curves = plot_curves(metrics, out / "curves.png")
     skipped = dict(full.skipped)
     skipped.update(module.skips.seen)
@@ -191,6 +201,26 @@ def fit_videos(
     }
     write_json(out / "run.json", summary)
     return summary
+
+
+def merge_metrics(parts: list[Path], path: Path) -> Path:
+    """Join the metrics of a run and its resumptions (Lightning's CSV logs, one per version) into one CSV."""
+    rows: list[dict[str, str]] = []
+    columns: list[str] = []
+    for part in parts:
+        with part.open(newline="") as f:
+            reader = csv.DictReader(f)
+            columns += [c for c in reader.fieldnames or [] if c not in columns]
+            rows += list(reader)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns)
+            w.writeheader()
+            w.writerows(rows)
+
+    _atomic_write(path, write)
+    return path
 
 
 def _eval_spec(spec: ClipSpec) -> ClipSpec:
