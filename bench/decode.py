@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import bar_chart, machine, save, summary  # noqa: E402
+from _common import bar_chart, machine, save, summary
 
-from cnnlstm import CNNLSTM  # noqa: E402
-from cnnlstm.data import write_video  # noqa: E402
-from cnnlstm.data.datasets import ClipSpec, VideoDataset, VideoItem, collate_clips  # noqa: E402
+from cnnlstm import CNNLSTM
+from cnnlstm.data import write_video
+from cnnlstm.data.datasets import ClipSpec, VideoDataset, VideoItem, collate_clips
 
 
 def make_videos(root: Path, n: int, frames: int = 150, size: tuple[int, int] = (240, 320)) -> list[VideoItem]:
