@@ -333,7 +333,10 @@ def train(data, out, resume, overwrite, **kw) -> None:
 
 
 def _print_eval(result: dict) -> None:
-    click.echo(f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   ({result['videos']} videos)")
+    click.echo(
+        f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   "
+        f"({result['videos']} videos: {result['subset']})"
+    )
     width = max(len(r["class"]) for r in result["per_class"])
     click.echo(f"{'class'.ljust(width)}  precision  recall     f1  support")
     for r in result["per_class"]:
@@ -358,8 +361,14 @@ def _print_eval(result: dict) -> None:
 )
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--workers", default=0, show_default=True)
+@click.option(
+    "--all",
+    "all_videos",
+    is_flag=True,
+    help="Without split folders, evaluate every video (default: those the run held out).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
-def evaluate(run, data, split, sampling, batch_size, workers, as_json) -> None:
+def evaluate(run, data, split, sampling, batch_size, workers, all_videos, as_json) -> None:
     """Accuracy, macro-F1 and a per-class table of RUN on labelled videos DATA; writes a confusion-matrix PNG."""
     import json
 
@@ -368,7 +377,7 @@ def evaluate(run, data, split, sampling, batch_size, workers, as_json) -> None:
 
     _setup_logging()
     try:
-        result = run_evaluate(run, data, split, sampling, batch_size, workers)
+        result = run_evaluate(run, data, split, sampling, batch_size, workers, all_videos=all_videos)
     except CnnlstmError as e:
         raise click.ClickException(str(e)) from None
     if as_json:

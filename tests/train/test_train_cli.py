@@ -206,3 +206,18 @@ def test_ddp_two_processes_on_cpu_see_disjoint_shards(tiny_videos, tmp_path):
     assert len(seen[0] | seen[1]) == run["train_videos"]
     model = cl.CNNLSTM.from_pretrained(out)
     assert model(torch.zeros(1, 4, 3, 24, 24)).shape == (1, 8)
+
+
+def test_evaluate_without_split_folders_uses_the_held_out_videos(tiny_videos, tmp_path):
+    import shutil
+
+    data = tmp_path / "flat"
+    shutil.copytree(Path(tiny_videos) / "train", data)  # class folders only: training holds some out
+    out = tmp_path / "r"
+    assert _train(data, out).exit_code == 0
+    run = json.loads((out / "run.json").read_text())
+    held = CliRunner().invoke(main, ["evaluate", str(out), str(data), "--json"])
+    every = CliRunner().invoke(main, ["evaluate", str(out), str(data), "--all", "--json"])
+    assert json.loads(held.output)["videos"] == run["val_videos"] == len(run["held_out"])
+    assert json.loads(held.output)["subset"].startswith("held-out")
+    assert json.loads(every.output)["videos"] == 24

@@ -73,13 +73,15 @@ def evaluate(
     batch_size: int = 8,
     workers: int = 0,
     out: str | Path | None = None,
+    all_videos: bool = False,
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, a per-class table and a confusion-matrix PNG for a run on labelled videos.
 
     Args:
         run: the run folder.
         data: videos laid out as for training; with split folders, ``split`` picks one.
-        split: which split to read when the data has split folders (else the whole folder).
+        split: which split to read when the data has split folders. Without split folders the
+            videos that the run held out for validation are evaluated (``all_videos`` for every one).
         sampling: override the run's sampling (``dense`` averages the scores over windows).
         batch_size, workers: loading.
         out: where to write ``confusion.png`` (default: the run folder).
@@ -93,6 +95,13 @@ def evaluate(
     data = Path(data)
     has_splits = data.is_dir() and any((data / s).is_dir() for s in ("train", "val", "test"))
     items, classes, refused = find_videos(data, split if has_splits else None)
+    held_out = _held_out(r.path) if not has_splits and not all_videos else None
+    if held_out is not None:
+        wanted = {str(Path(p).resolve()) for p in held_out}
+        items = [it for it in items if str(Path(it.path).resolve()) in wanted]
+        if not items:
+            held_out = None
+            items, classes, refused = find_videos(data, None)
     unknown = sorted(set(classes) - set(r.classes))
     if unknown:
         raise DataError(
@@ -135,9 +144,18 @@ def evaluate(
         ],
         "confusion": cm.tolist(),
         "videos": len(y_true),
+        "subset": "held-out validation videos of the run" if held_out is not None else (split if has_splits else "all"),
         "skipped": [{"path": k, "reason": v} for k, v in skips.seen.items()],
         "confusion_png": str(png),
     }
+
+
+def _held_out(run: Path) -> list[str] | None:
+    """The validation videos a run held out of a folder without split folders (from ``run.json``)."""
+    path = run / "run.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("held_out")
 
 
 def predict(

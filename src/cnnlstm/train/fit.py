@@ -68,6 +68,9 @@ def _loader(ds: VideoDataset, opts: TrainOptions, shuffle: bool) -> torch.utils.
         collate_fn=collate_clips,
         worker_init_fn=ds.worker_init if opts.workers else None,
         persistent_workers=opts.workers > 0,
+        # workers start from a clean server process: forking a process that already runs decoder, probe and
+        # OpenMP threads can deadlock a worker on a lock copied in its held state
+        multiprocessing_context="forkserver" if opts.workers > 0 else None,
         generator=torch.Generator().manual_seed(opts.seed),
     )
 
@@ -189,6 +192,7 @@ def fit_videos(
         "classes": full.classes,
         "train_videos": len(train_ds),
         "val_videos": len(val_ds),
+        "held_out": None if has_val else [it.path for it in val_ds.items],
         "best_val_acc": None if score is None else round(float(score), 4),
         "epochs": trainer.current_epoch,
         "seconds": round(time.time() - t0, 1),
