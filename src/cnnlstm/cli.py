@@ -468,6 +468,41 @@ def demo(out, data, epochs, seed, compare_bridges) -> None:
     click.echo(f"run folder: {out}  (try: cnnlstm predict {out} {data}/test/up-left/0000.mp4)")
 
 
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.argument("video", type=click.Path(exists=True, dir_okay=False))
+@click.option("--stride", default=1, show_default=True, help="Feed every STRIDE-th frame.")
+@click.option("--every", default=25, show_default=True, help="Print the running prediction every K fed frames.")
+@click.option("--plot", default=None, type=click.Path(), help="Timeline PNG (default: RUN/stream-VIDEO.png).")
+def stream(run, video, stride, every, plot) -> None:
+    """Stream VIDEO frame by frame through RUN's model, carrying the RNN state; plot class probabilities over time."""
+    from pathlib import Path
+
+    from .data.video import probe
+    from .errors import CnnlstmError
+    from .runs import load_run
+    from .streaming import stream_video
+    from .train.plots import plot_timeline
+
+    try:
+        r = load_run(run)
+        info = probe(video)
+
+        def show(i: int, p) -> None:
+            k = int(p.argmax())
+            click.echo(f"frame {i:6d} ({i / info.fps:7.2f} s): {r.classes[k]} {float(p[k]):.3f}")
+
+        result = stream_video(r, video, stride, every, show)
+    except CnnlstmError as e:
+        raise click.ClickException(str(e)) from None
+    png = Path(plot) if plot else Path(run) / f"stream-{Path(video).stem}.png"
+    plot_timeline(result["frames"], result["probs"], result["classes"], png, title=str(video), fps=info.fps)
+    last = result["probs"][-1]
+    k = int(last.argmax())
+    click.echo(f"{len(result['frames'])} frames streamed; final: {r.classes[k]} {float(last[k]):.3f}")
+    click.echo(f"timeline: {png}")
+
+
 def _forward_params(model) -> set[str]:
     import inspect
 

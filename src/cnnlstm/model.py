@@ -305,6 +305,17 @@ class CNNLSTM(nn.Module):
             states, _ = self.rnn(seq, lengths)  # (N, T, D*dirs)
             return self.head(states, lengths)
 
+    def stream(self):
+        """A :class:`~cnnlstm.streaming.Streamer`: frame-by-frame inference with the RNN state carried.
+
+        Raises:
+            ConfigError: the model cannot stream (bidirectional RNN, a ``mean``/``attention`` head,
+                a non-causal series backbone), with what to change.
+        """
+        from .streaming import Streamer
+
+        return Streamer(self)
+
     # ------------------------------------------------------------------ saving
 
     def save_pretrained(self, directory: str | Path) -> Path:

@@ -1,9 +1,19 @@
 """Training glue: the Lightning module, the run folder, evaluation and prediction.
 
-The only package (with ``cli.py``) that knows Lightning; importing it needs the ``train`` extra.
+With ``cli.py`` the only package that knows Lightning. Its submodules load on first use, so
+that plotting, evaluation and prediction do not import Lightning.
 """
 
-from .evaluate import evaluate, load_run, predict
-from .fit import TrainOptions, fit_videos
+from __future__ import annotations
 
-__all__ = ["TrainOptions", "evaluate", "fit_videos", "load_run", "predict"]
+import importlib
+
+__all__ = ["TrainOptions", "evaluate", "fit_videos", "predict"]
+
+_WHERE = {"TrainOptions": "fit", "fit_videos": "fit", "evaluate": "evaluate", "predict": "evaluate"}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,33 +11,12 @@ import numpy as np
 import torch
 
 from ..data.datasets import ClipSpec, SkipLog, VideoDataset, VideoItem, _try_probe, collate_clips, find_videos
-from ..errors import ConfigError, DataError, require
+from ..errors import DataError, require
 from ..model import CNNLSTM
+from ..runs import Run, load_run
 from .plots import plot_confusion
 
-__all__ = ["Run", "evaluate", "load_run", "predict"]
-
-
-@dataclass
-class Run:
-    """A trained run folder: the model (eval mode), its class names and its clip spec."""
-
-    path: Path
-    model: CNNLSTM
-    classes: list[str]
-    spec: ClipSpec
-
-
-def load_run(run: str | Path) -> Run:
-    """Load ``model.safetensors`` + ``config.json``, ``labels.json`` and ``data.json`` from a run folder."""
-    path = Path(run)
-    for name in ("config.json", "model.safetensors", "labels.json", "data.json"):
-        if not (path / name).is_file():
-            raise ConfigError(f"{str(path)!r} is not a finished cnnlstm run: {name} is missing")
-    model = CNNLSTM.from_pretrained(path).eval()
-    classes = json.loads((path / "labels.json").read_text())
-    spec = ClipSpec.from_dict(json.loads((path / "data.json").read_text()))
-    return Run(path, model, classes, spec)
+__all__ = ["evaluate", "predict"]
 
 
 def _spec_for(run: Run, sampling: str | None) -> ClipSpec:

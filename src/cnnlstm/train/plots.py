@@ -83,3 +83,34 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path,
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_timeline(
+    frames: Sequence[int],
+    probs: np.ndarray,
+    classes: Sequence[str],
+    path: str | Path,
+    title: str = "",
+    fps: float | None = None,
+) -> Path:
+    """Class probabilities over a streamed video, one line per class. Returns the PNG's path."""
+    plt = _plt()
+    x = np.asarray(frames, dtype=float)
+    xlabel = "frame"
+    if fps:
+        x, xlabel = x / fps, "seconds"
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    top = np.argsort(probs.max(axis=0))[::-1][:10]  # at most 10 lines: the classes that ever score highest
+    for k in top:
+        ax.plot(x, probs[:, k], label=classes[k], linewidth=1.2)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("probability")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, ncol=2)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

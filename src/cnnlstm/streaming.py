@@ -1,0 +1,210 @@
+"""Frame-by-frame inference that carries the recurrent state instead of recomputing a window.
+
+>>> import torch, cnnlstm as cl
+>>> model = cl.CNNLSTM(input_shape=(None, 3, 32, 32), num_classes=4, hidden_size=16,
+...                    backbone_options={"channels": (8, 16)})
+>>> s = model.stream()
+>>> s.step(torch.zeros(2, 3, 32, 32)).shape   # 2 streams, one frame each
+torch.Size([2, 4])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from . import layout as L
+from .errors import ConfigError, ShapeError
+
+if TYPE_CHECKING:
+    from .model import CNNLSTM
+
+__all__ = ["Streamer", "check_streamable"]
+
+_FRAME_LAYOUT = {"NTCHW": "NCHW", "NCTHW": "NCHW", "NTHWC": "NHWC", "NTF": "NF", "NFT": "NF"}
+
+
+def check_streamable(model: CNNLSTM) -> None:
+    """Raise :class:`ConfigError` saying why a model cannot stream, and what to change."""
+    cfg = model.config
+    if model.kind == "image":
+        raise ConfigError("an image model reads one image's positions as its sequence; it has no frames to stream")
+    if cfg.bidirectional:
+        raise ConfigError(
+            "a bidirectional RNN reads each clip backwards from its end, so no output exists before the last "
+            "frame: build the model with bidirectional=False to stream"
+        )
+    if not model.head.causal:
+        raise ConfigError(
+            f"head={cfg.head!r} pools over the whole clip, so it changes with every later frame: "
+            "use head='last' (the clip's label so far) or head='frames' (one output per frame) to stream"
+        )
+    if model.kind == "series" and not getattr(model.backbone, "causal", False):
+        raise ConfigError(
+            "this series model's conv1d backbone looks at future steps: build it with "
+            "backbone_options={'causal': True} to stream"
+        )
+
+
+class Streamer:
+    """Feeds one frame of each of ``N`` streams at a time through a causal :class:`CNNLSTM`.
+
+    Each :meth:`step` runs the per-frame CNN and the bridge once and the RNN one step; the
+    RNN state is carried between steps (per stream). Outputs equal the model's full-clip
+    forward on the frames so far: the clip logits so far for ``head="last"``, the step's
+    logits for ``head="frames"``.
+
+    Args:
+        model: a unidirectional model with head ``last`` or ``frames`` (put in eval mode).
+
+    Shapes:
+        frames: ``(N, C, H, W)`` (or ``(N, H, W, C)`` for an ``NTHWC`` model; ``(N, F)`` for series).
+        returns: ``(N, classes)``.
+    """
+
+    def __init__(self, model: CNNLSTM):
+        check_streamable(model)
+        self.model = model.eval()
+        self.frame_layout = _FRAME_LAYOUT[model.layout.value]
+        self.cnn = model.backbone.module if model.kind == "clip" else model.backbone
+        self.state: tuple[torch.Tensor, ...] | None = None
+        self.steps = 0
+        self._window: torch.Tensor | None = None  # series: the last inputs the causal convs need
+        if model.kind == "series":
+            self._receptive = 1 + sum(p[0] for p in model.backbone.pads)
+
+    @property
+    def rnn(self) -> nn.RNNBase:
+        return self.model.rnn.rnn
+
+    def _frame_to_canonical(self, frames: torch.Tensor) -> torch.Tensor:
+        want = len(self.frame_layout)
+        if frames.dim() != want:
+            hint = " (one frame per stream, without the time axis)"
+            if frames.dim() == want - 1:
+                hint = ": add the stream axis, frames.unsqueeze(0), for a single stream"
+            axes = ", ".join(self.frame_layout)
+            raise ShapeError(f"Streamer.step wants ({axes}), got {frames.dim()}-D {tuple(frames.shape)}{hint}")
+        if self.frame_layout == "NHWC":
+            frames = frames.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        sample = L.canonical_shape(self.model.config.input_shape, self.model.layout)
+        c = sample[1]
+        if frames.shape[1] != c:
+            raise ShapeError(
+                f"Streamer.step wants frames with {c} channels/features on axis 1 of ({', '.join(self.frame_layout)}), "
+                f"got {tuple(frames.shape)}"
+            )
+        if self.state is not None and frames.shape[0] != self.batch:
+            raise ShapeError(
+                f"Streamer.step: the stream has {self.batch} streams, got a batch of {frames.shape[0]} frames; "
+                "reset() to start over with another number of streams"
+            )
+        return frames
+
+    @property
+    def batch(self) -> int:
+        return 0 if self.state is None else self.state[0].shape[1]
+
+    def _features(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W) → (N, 1, F)``: one step of the bridged sequence."""
+        if self.model.kind == "series":
+            x = frames.unsqueeze(1)  # (N, 1, F)
+            w = x if self._window is None else torch.cat([self._window, x], dim=1)
+            self._window = w[:, -(self._receptive - 1) :] if self._receptive > 1 else None
+            return self.model.backbone(w)[:, -1:]  # (N, 1, F'): causal, so the last step is exact
+        maps = self.cnn(frames)  # (N, C', H', W')
+        return self.model.bridge(maps.unsqueeze(1))  # (N, 1, F)
+
+    @torch.inference_mode()
+    def step(self, frames: torch.Tensor) -> torch.Tensor:
+        """Feed the next frame of every stream; returns the output for this step, ``(N, classes)``."""
+        frames = self._frame_to_canonical(frames)
+        seq = self._features(frames)  # (N, 1, F)
+        state = self.state
+        if state is not None and isinstance(self.rnn, nn.GRU):
+            state = state[0]
+        out, new = self.rnn(seq, state)  # (N, 1, D)
+        self.state = new if isinstance(new, tuple) else (new,)
+        self.steps += 1
+        logits = self.model.head(out)  # (N, classes) for last, (N, 1, classes) for frames
+        return logits[:, 0] if logits.dim() == 3 else logits
+
+    def reset(self, streams: Sequence[int] | torch.Tensor | None = None) -> None:
+        """Start over: all streams (None), or only those listed, while the others go on."""
+        if streams is None:
+            self.state, self._window, self.steps = None, None, 0
+            return
+        if self.state is None:
+            return
+        idx = torch.as_tensor(streams, dtype=torch.long)
+        for s in self.state:
+            s[:, idx] = 0  # (layers, N, D): a zero state is the RNN's own initial state
+        if self._window is not None:
+            self._window[idx] = 0  # the causal convs' zero padding
+
+    def get_state(self) -> dict[str, torch.Tensor]:
+        """The carried state, for a server that keeps many streams: ``{"h": (layers, N, D)[, "c": ...]}``."""
+        if self.state is None:
+            return {}
+        names = ("h", "c")
+        out = {n: s.clone() for n, s in zip(names, self.state)}
+        if self._window is not None:
+            out["window"] = self._window.clone()
+        return out
+
+    def set_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore a state from :meth:`get_state` (an empty dict starts over)."""
+        if not state:
+            self.reset()
+            return
+        parts = [state["h"]] + ([state["c"]] if "c" in state else [])
+        d = self.rnn.hidden_size
+        for p in parts:
+            if p.dim() != 3 or p.shape[0] != self.rnn.num_layers or p.shape[2] != d:
+                raise ShapeError(f"a stream state is (layers={self.rnn.num_layers}, N, D={d}), got {tuple(p.shape)}")
+        if isinstance(self.rnn, nn.LSTM) and len(parts) != 2:
+            raise ShapeError("an LSTM's state needs both 'h' and 'c'")
+        self.state = tuple(p.clone() for p in parts)
+        self._window = state.get("window")
+
+
+def stream_video(run, video, stride: int = 1, every: int = 0, on_update=None) -> dict:
+    """Stream a video file frame by frame through a run's model (no whole-video buffering).
+
+    Args:
+        run: a run folder (or a loaded :class:`~cnnlstm.runs.Run`).
+        video: the video file.
+        stride: feed every ``stride``-th frame (a model trained on clips sampled sparsely
+            over whole videos reads a sparser stream better).
+        every: call ``on_update(frame_index, probs)`` every ``every`` fed frames (0: never).
+        on_update: the callback.
+
+    Returns:
+        ``{"frames": [frame index of each step], "probs": (steps, classes) array, "classes": [...]}``.
+    """
+    import numpy as np
+
+    from .data.transforms import ClipTransform
+    from .data.video import iter_frames
+    from .runs import Run, load_run
+
+    r = run if isinstance(run, Run) else load_run(run)
+    if stride < 1:
+        raise ConfigError(f"stride must be a positive number of frames, got {stride}")
+    streamer = r.model.stream()
+    norm = ClipTransform(mean=r.spec.mean, std=r.spec.std)
+    frames, probs = [], []
+    for i, frame in enumerate(iter_frames(video, r.spec.size, r.spec.channels)):
+        if i % stride:
+            continue
+        p = streamer.step(norm(frame[None])).softmax(-1)[0]  # (classes,)
+        frames.append(i)
+        probs.append(p.numpy().astype(np.float32))
+        if every and on_update is not None and len(probs) % every == 0:
+            on_update(i, probs[-1])
+    if not probs:
+        raise ConfigError(f"{video}: no frame decoded")
+    return {"frames": frames, "probs": np.stack(probs), "classes": r.classes}
