@@ -7,7 +7,15 @@ working in code that predates cnnlstm.
 
 from __future__ import annotations
 
-__all__ = ["CnnlstmError", "ConfigError", "DataError", "MissingDependencyError", "ShapeError", "VideoError"]
+__all__ = [
+    "CnnlstmError",
+    "ConfigError",
+    "DataError",
+    "ExportError",
+    "MissingDependencyError",
+    "ShapeError",
+    "VideoError",
+]
 
 
 class CnnlstmError(Exception):
@@ -31,6 +39,10 @@ class VideoError(CnnlstmError):
 
 class DataError(CnnlstmError, ValueError):
     """A data set that cannot be used: an empty folder, a missing class, a path outside the root."""
+
+
+class ExportError(CnnlstmError):
+    """An exported model does not match PyTorch (verification failed), or the export itself failed."""
 
 
 class MissingDependencyError(CnnlstmError, ImportError):

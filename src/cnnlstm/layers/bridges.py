@@ -143,9 +143,13 @@ class GridPool(_ClipBridge):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
-        n, t = x.shape[:2]
-        y = F.adaptive_avg_pool2d(x.flatten(0, 1), self.k)  # (N*T, C, k, k)
-        return y.reshape(n, t, -1)  # "(n t) c i j -> n t (c i j)"
+        n, t, c, h, w = x.shape
+        k = self.k
+        if h % k == 0 and w % k == 0:  # equal cells: the same as adaptive pooling, and exports with a dynamic T
+            y = x.reshape(n, t, c, k, h // k, k, w // k).mean(dim=(4, 6))  # (N, T, C, k, k)
+            return y.flatten(2)  # "n t c i j -> n t (c i j)"
+        y = F.adaptive_avg_pool2d(x.flatten(0, 1), k)  # (N*T, C, k, k)
+        return y.flatten(1).unflatten(0, (n, t))  # "(n t) c i j -> n t (c i j)"
 
 
 @register_bridge("flatten")
