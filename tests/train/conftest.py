@@ -2,7 +2,7 @@ import pytest
 
 from cnnlstm.data.synthetic import make_moving_digits
 
-TINY_MODEL = ["--backbone-channels", "4,8", "--bridge", "grid", "--hidden-size", "8", "--clip-len", "4", "--size", "24"]
+collect_ignore = ["conftest.py"]  # keep --doctest-modules from importing it beside tests/data/conftest.py
 
 
 @pytest.fixture(scope="session")

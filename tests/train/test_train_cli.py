@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY_MODEL
 
 import cnnlstm as cl
 from cnnlstm.cli import main
 from cnnlstm.train.module import AtomicCheckpointIO
+
+# a tiny model: 2 conv blocks of 4 and 8 channels, 4 frames of 24x24
+TINY_MODEL = ["--backbone-channels", "4,8", "--bridge", "grid", "--hidden-size", "8", "--clip-len", "4", "--size", "24"]
 
 
 def _train(data, out, *extra):

@@ -29,7 +29,7 @@ import torch
 from ..errors import ConfigError, DataError, VideoError
 from .sampling import PADS, SAMPLINGS, sample
 from .transforms import ClipTransform
-from .video import VideoInfo, probe, read_frames
+from .video import VIDEO_EXTENSIONS, VideoInfo, probe, read_frames
 
 __all__ = ["BadSample", "ClipSpec", "VideoDataset", "VideoItem", "collate_clips", "find_videos", "stratified_split"]
 
@@ -114,7 +114,11 @@ def _class_files(folder: Path, root: Path, refused: list[tuple[str, str]]) -> li
         if not _inside(p, root):
             refused.append((str(p), f"outside the data root {root} (a symlink?)"))
             continue
-        if p.is_file():
+        if p.is_file() and p.suffix.lower() not in VIDEO_EXTENSIONS:
+            refused.append(
+                (str(p), f"not a video file ({p.suffix or 'no extension'}; videos are {', '.join(VIDEO_EXTENSIONS)})")
+            )
+        elif p.is_file():
             files.append(p)
     return files
 
@@ -331,10 +335,10 @@ class VideoDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any] | BadSample:
         try:
             windows = self.clip_indices(i)
-            if len(windows) == 1:
-                video = self.load(i, windows[0])  # (T, C, H, W)
-            else:  # dense: (W, T, C, H, W), one clip per window
+            if self.spec.sampling == "dense":  # (W, T, C, H, W), one clip per window
                 video = torch.stack([self.load(i, w) for w in windows])
+            else:
+                video = self.load(i, windows[0])  # (T, C, H, W)
         except VideoError as e:
             return BadSample(self.items[i].path, str(e))
         return {"video": video, "label": self.items[i].label, "length": video.shape[-4], "index": i}
@@ -361,29 +365,41 @@ def collate_clips(batch: list[dict[str, Any] | BadSample]) -> dict[str, Any]:
     """Stack clips into a batch, dropping failed samples and padding variable lengths.
 
     Returns:
-        ``{"video": (N, T, C, H, W), "label": (N,), "lengths": (N,), "index": (N,),
+        ``{"video": (N, T, C, H, W), "label": (N,), "lengths": (N,), "index": (N,), "windows": None,
         "skipped": [(path, reason), ...]}``; ``lengths`` is None when every clip is full length.
+        Dense samples ``(W, T, C, H, W)`` give ``video`` ``(N, W_max, T, C, H, W)``, zero-padded
+        windows, and ``windows`` ``(N,)``, the real number of each.
     """
     skipped = [(b.path, b.reason) for b in batch if isinstance(b, BadSample)]
     good = [b for b in batch if not isinstance(b, BadSample)]
     if not good:
-        return {"video": None, "label": None, "lengths": None, "index": None, "skipped": skipped}
+        return {"video": None, "label": None, "lengths": None, "index": None, "windows": None, "skipped": skipped}
     lengths = torch.tensor([b["length"] for b in good])
     t = int(lengths.max())
-    videos = []
-    for b in good:
-        v = b["video"]
-        if v.shape[-4] < t:
-            pad = v.new_zeros((*v.shape[:-4], t - v.shape[-4], *v.shape[-3:]))
-            v = torch.cat([v, pad], dim=-4)
-        videos.append(v)
+    videos = [_pad_axis(b["video"], -4, t) for b in good]  # every clip to T steps
+    windows = None
+    if videos[0].dim() == 5:  # dense: every sample to the most windows
+        counts = torch.tensor([v.shape[0] for v in videos])
+        videos = [_pad_axis(v, 0, int(counts.max())) for v in videos]
+        windows = counts
     return {
         "video": torch.stack(videos),
         "label": torch.tensor([b["label"] for b in good]),
         "lengths": None if bool((lengths == t).all()) else lengths,
         "index": torch.tensor([b["index"] for b in good]),
+        "windows": windows,
         "skipped": skipped,
     }
+
+
+def _pad_axis(v: torch.Tensor, axis: int, size: int) -> torch.Tensor:
+    """Zero-pad ``v`` along ``axis`` up to ``size``."""
+    missing = size - v.shape[axis]
+    if missing <= 0:
+        return v
+    shape = list(v.shape)
+    shape[axis] = missing
+    return torch.cat([v, v.new_zeros(shape)], dim=axis)
 
 
 @dataclass

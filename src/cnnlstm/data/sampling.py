@@ -25,7 +25,9 @@ SAMPLINGS = ("uniform", "random", "dense")
 PADS = ("repeat", "lengths")
 
 
-def _check(frames: int, t: int, stride: int = 1) -> None:
+def _check(frames: int, t: int, stride: int = 1, pad: str = "repeat") -> None:
+    if pad not in PADS:
+        raise ConfigError(f"unknown pad policy {pad!r}: expected one of {', '.join(PADS)}")
     if frames < 1:
         raise ConfigError(f"a video needs at least one frame, got {frames}")
     if t < 1 or stride < 1:
@@ -50,7 +52,7 @@ def uniform_indices(frames: int, t: int, pad: str = "repeat") -> np.ndarray:
     >>> uniform_indices(3, 5, pad="lengths").tolist()
     [0, 1, 2]
     """
-    _check(frames, t)
+    _check(frames, t, pad=pad)
     if frames < t and pad == "lengths":
         return np.arange(frames)
     return np.floor((np.arange(t) + 0.5) * frames / t).astype(np.int64)
@@ -64,7 +66,7 @@ def random_indices(
     >>> random_indices(100, 4, stride=2, rng=np.random.default_rng(0)).tolist()
     [79, 81, 83, 85]
     """
-    _check(frames, t, stride)
+    _check(frames, t, stride, pad)
     rng = rng or np.random.default_rng()
     if frames < t:
         return _pad(np.arange(frames), t, pad)
@@ -82,12 +84,14 @@ def dense_windows(frames: int, t: int, stride: int = 1, overlap: float = 0.0, pa
     >>> [w.tolist() for w in dense_windows(10, 4)]
     [[0, 1, 2, 3], [4, 5, 6, 7], [6, 7, 8, 9]]
     """
-    _check(frames, t, stride)
+    _check(frames, t, stride, pad)
     if not 0.0 <= overlap < 1.0:
         raise ConfigError(f"overlap must be in [0, 1), got {overlap}")
+    if frames < t:
+        return [_pad(np.arange(frames), t, pad)]
+    if t > 1:
+        stride = min(stride, (frames - 1) // (t - 1))  # a video too short for the stride: frames closer together
     span = (t - 1) * stride + 1
-    if frames < span:
-        return [random_indices(frames, t, stride, np.random.default_rng(0), pad=pad)]
     hop = max(1, int(round(span * (1.0 - overlap))))
     starts = list(range(0, frames - span + 1, hop))
     if starts[-1] != frames - span:
@@ -108,8 +112,6 @@ def sample(
     Returns:
         A list of index arrays: one for ``uniform`` and ``random``, one per window for ``dense``.
     """
-    if pad not in PADS:
-        raise ConfigError(f"unknown pad policy {pad!r}: expected one of {', '.join(PADS)}")
     if how == "uniform":
         return [uniform_indices(frames, t, pad)]
     if how == "random":

@@ -24,7 +24,29 @@ from ..errors import VideoError, require
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoInfo", "iter_frames", "probe", "read_frames", "write_video"]
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp")
+VIDEO_EXTENSIONS = (
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".avi",
+    ".mkv",
+    ".webm",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".mts",
+    ".m2ts",
+    ".flv",
+    ".wmv",
+    ".3gp",
+    ".ogv",
+    ".mjpeg",
+    ".mjpg",
+    ".y4m",
+    ".h264",
+    ".hevc",
+    ".gif",
+)
 _ENCODERS = {
     ".mp4": ("libx264", "yuv420p"),
     ".mov": ("libx264", "yuv420p"),
@@ -77,6 +99,9 @@ def _open(path: str | Path):
         container = av.open(str(p))
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise VideoError(f"{p}: not a readable video ({_reason(e)})") from None
+    if container.format.name == "tty":  # FFmpeg renders any text file as an "ANSI art" video
+        container.close()
+        raise VideoError(f"{p}: not a readable video (a text file, which FFmpeg would render as ANSI art)")
     if not container.streams.video:
         kinds = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
         container.close()
@@ -169,6 +194,61 @@ def _to_array(frame, size: tuple[int, int] | None, channels: int, rotation: int)
     return arr
 
 
+class _SeekMiss(Exception):
+    """A seek landed after the wanted frame."""
+
+
+# containers whose seeking to a keyframe is frame-exact with FFmpeg (MPEG-TS and MPEG-PS are not:
+# they land on a later keyframe or shift timestamps, so those files are decoded from the start)
+_SEEKABLE = {"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi"}
+
+
+def _decode(path, wanted: list[int], size, channels: int, info: VideoInfo, seek: bool) -> dict[int, np.ndarray]:
+    """Decode the frames at the sorted indices ``wanted``, seeking to keyframes where that skips work."""
+    av = _av()
+    want = set(wanted)
+    got: dict[int, np.ndarray] = {}
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        tb = float(stream.time_base or 0)
+        start = stream.start_time or 0
+        seek = seek and bool(tb) and container.format.name in _SEEKABLE
+        frames = container.decode(stream)
+        pos = -1  # index of the last decoded frame
+        for target in wanted:
+            if target in got:
+                continue
+            k = bisect.bisect_right(info.keyframes, target) - 1
+            if seek and k >= 0 and info.keyframes[k] > (pos if pos is not None else -1) + 1:
+                key = info.keyframes[k]
+                container.seek(start + round(key / info.fps / tb), stream=stream, backward=True)
+                frames = container.decode(stream)
+                pos = None  # learnt from the next frame's pts
+            for frame in frames:
+                if pos is None:
+                    idx = _index(frame.pts, start, tb, info.fps)
+                    if idx is None or idx > target:
+                        raise _SeekMiss
+                    pos = idx
+                else:
+                    pos += 1
+                if pos in want:
+                    got[pos] = _to_array(frame, size, channels, info.rotation)
+                if pos >= target:
+                    break
+            if target not in got:
+                raise VideoError(f"{path}: truncated: ended at frame {pos} of {info.frames} before frame {target}")
+    except (VideoError, _SeekMiss):
+        raise
+    except (av.error.FFmpegError, OSError, ValueError, RuntimeError) as e:
+        raise VideoError(f"{path}: corrupt or truncated ({_reason(e)})") from None
+    finally:
+        container.close()
+    return got
+
+
 def read_frames(
     path: str | Path,
     indices: Sequence[int],
@@ -191,7 +271,7 @@ def read_frames(
     Raises:
         VideoError: the file cannot be decoded, or ends before a wanted frame (truncated).
     """
-    av = _av()
+    _av()  # the clear "install cnnlstm[video]" error before anything else
     if channels not in (1, 3):
         raise VideoError(f"channels must be 1 (gray) or 3 (RGB), got {channels}")
     info = info or probe(path)
@@ -200,40 +280,10 @@ def read_frames(
         raise VideoError(f"{path}: no frame indices asked for")
     if wanted[0] < 0 or wanted[-1] >= info.frames:
         raise VideoError(f"{path}: frame indices must be in 0..{info.frames - 1}, got {wanted[0]}..{wanted[-1]}")
-    want = set(wanted)
-    got: dict[int, np.ndarray] = {}
-    container = _open(path)
     try:
-        stream = container.streams.video[0]
-        stream.thread_type = "SLICE"
-        tb = float(stream.time_base or 0)
-        start = stream.start_time or 0
-        frames = container.decode(stream)
-        pos = -1  # index of the last decoded frame
-        for target in wanted:
-            if target in got:
-                continue
-            k = bisect.bisect_right(info.keyframes, target) - 1
-            if k >= 0 and info.keyframes[k] > (pos if pos is not None else -1) + 1 and tb:
-                key = info.keyframes[k]
-                container.seek(start + round(key / info.fps / tb), stream=stream, backward=True)
-                frames = container.decode(stream)
-                pos = None  # learnt from the next frame's pts
-            for frame in frames:
-                idx = _index(frame.pts, start, tb, info.fps) if pos is None else pos + 1
-                pos = idx if idx is not None else 0
-                if pos in want:
-                    got[pos] = _to_array(frame, size, channels, info.rotation)
-                if pos >= target:
-                    break
-            if target not in got:
-                raise VideoError(f"{path}: truncated: ended at frame {pos} of {info.frames} before frame {target}")
-    except VideoError:
-        raise
-    except (av.error.FFmpegError, OSError, ValueError, RuntimeError) as e:
-        raise VideoError(f"{path}: corrupt or truncated ({_reason(e)})") from None
-    finally:
-        container.close()
+        got = _decode(path, wanted, size, channels, info, seek=True)
+    except _SeekMiss:  # the container's seeking is not frame-exact: decode from the start instead
+        got = _decode(path, wanted, size, channels, info, seek=False)
     return np.stack([got[int(i)] for i in indices])  # (T, H, W, C)
 
 

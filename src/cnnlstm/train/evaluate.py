@@ -32,10 +32,12 @@ def _spec_for(run: Run, sampling: str | None) -> ClipSpec:
 def _scores(model: CNNLSTM, batch: dict[str, Any]) -> torch.Tensor:
     """Class probabilities ``(N, classes)``; dense windows ``(N, W, T, ...)`` are averaged."""
     video, lengths = batch["video"], batch["lengths"]
-    if video.dim() == 6:  # (N, W, T, C, H, W'): one clip per window
+    if video.dim() == 6:  # (N, W, T, C, H, W'): one clip per window, padded windows masked out
         n, w = video.shape[:2]
-        probs = model(video.flatten(0, 1)).softmax(-1)  # (N*W, classes)
-        return probs.unflatten(0, (n, w)).mean(1)
+        probs = model(video.flatten(0, 1)).softmax(-1).unflatten(0, (n, w))  # (N, W, classes)
+        counts = batch["windows"] if batch.get("windows") is not None else torch.full((n,), w)
+        mask = (torch.arange(w) < counts.unsqueeze(1)).unsqueeze(-1)  # (N, W, 1)
+        return (probs * mask).sum(1) / counts.unsqueeze(1)
     return model(video, lengths).softmax(-1)
 
 
