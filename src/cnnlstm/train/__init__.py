@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["TrainOptions", "evaluate", "fit_videos", "predict"]
+__all__ = ["TrainOptions", "evaluate", "fit_series", "fit_videos", "predict"]
 
-_WHERE = {"TrainOptions": "fit", "fit_videos": "fit", "evaluate": "evaluate", "predict": "evaluate"}
+_WHERE = {"TrainOptions": "fit", "fit_videos": "fit", "fit_series": "fit", "evaluate": "evaluate", "predict": "evaluate"}
 
 
 def __getattr__(name: str):

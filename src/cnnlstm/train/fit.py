@@ -26,7 +26,7 @@ from ..model import CNNLSTM, _atomic_write
 from .module import AtomicCheckpointIO, ClipClassifier, L
 from .plots import plot_curves
 
-__all__ = ["TrainOptions", "fit_videos", "write_json"]
+__all__ = ["SERIES_MODEL", "TrainOptions", "fit_series", "fit_videos", "write_json"]
 
 log = logging.getLogger("cnnlstm.train")
 
@@ -75,6 +75,76 @@ def _loader(ds: VideoDataset, opts: TrainOptions, shuffle: bool) -> torch.utils.
     )
 
 
+def _prepare(out: Path, opts: TrainOptions) -> Path:
+    """Check the run folder against --resume/--overwrite; returns the checkpoint to resume from."""
+    L.seed_everything(opts.seed, workers=True, verbose=False)
+    resume_from = out / "checkpoints" / "last.ckpt"
+    if opts.resume and not resume_from.is_file():
+        raise ConfigError(f"--resume: {resume_from} does not exist (nothing to resume in {out})")
+    if not opts.resume and (out / "checkpoints").exists():
+        if not opts.overwrite:
+            raise ConfigError(
+                f"{out} already holds a run: use --resume to continue it, --overwrite to start "
+                "it again, or another --out"
+            )
+        for sub in ("checkpoints", "logs"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return resume_from
+
+
+def _fit(model: CNNLSTM, train_loader, val_loader, out: Path, opts: TrainOptions, resume_from: Path):
+    """Lightning does the training; returns (trainer, checkpoint callback, module with the best weights)."""
+    module = ClipClassifier(
+        model.config.to_dict(), opts.lr, opts.weight_decay, opts.epochs, seen_dir=str(out / "logs" / "seen")
+    )
+    monitor = {"monitor": "val_acc", "mode": "max"} if val_loader is not None else {"monitor": None}
+    ckpt = L.callbacks.ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="best", save_last=True, enable_version_counter=False, **monitor
+    )
+    logger = L.loggers.CSVLogger(save_dir=str(out), name="logs")  # a new version per resume: nothing overwritten
+    trainer = L.Trainer(
+        max_epochs=opts.epochs,
+        accelerator=opts.accelerator,
+        devices=opts.devices,
+        strategy=opts.strategy,
+        num_nodes=opts.num_nodes,
+        precision=opts.precision,
+        callbacks=[ckpt],
+        logger=logger,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=opts.progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+    trainer.fit(
+        module,
+        train_loader,
+        val_loader,
+        ckpt_path=str(resume_from) if opts.resume else None,
+        weights_only=True,
+    )
+    if trainer.is_global_zero:
+        best = ckpt.best_model_path if val_loader is not None and ckpt.best_model_path else ckpt.last_model_path
+        state = torch.load(best or resume_from, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    return trainer, ckpt, module
+
+
+def _finish(out: Path, trainer, ckpt, module, classes: list[str], data_json: dict[str, Any]) -> tuple[Path, Any]:
+    """Write the run folder's model, labels, data spec, merged metrics and curves."""
+    module.model.save_pretrained(out)
+    write_json(out / "labels.json", classes)
+    write_json(out / "data.json", data_json)
+    metrics = out / "metrics.csv"
+    merge_metrics(sorted((out / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:])), metrics)
+    curves = plot_curves(metrics, out / "curves.png")
+    score = ckpt.best_model_score if ckpt.monitor else None
+    return curves, None if score is None else round(float(score), 4)
+
+
 def fit_videos(
     data: str | Path,
     out: str | Path,
@@ -98,18 +168,7 @@ def fit_videos(
     opts = options or TrainOptions()
     spec = spec or ClipSpec()
     out = Path(out)
-    L.seed_everything(opts.seed, workers=True, verbose=False)
-    resume_from = out / "checkpoints" / "last.ckpt"
-    if opts.resume and not resume_from.is_file():
-        raise ConfigError(f"--resume: {resume_from} does not exist (nothing to resume in {out})")
-    if not opts.resume and (out / "checkpoints").exists():
-        if not opts.overwrite:
-            raise ConfigError(
-                f"{out} already holds a run: use --resume to continue it, --overwrite to start "
-                "it again, or another --out"
-            )
-        for sub in ("checkpoints", "logs"):
-            shutil.rmtree(out / sub, ignore_errors=True)
+    resume_from = _prepare(out, opts)
 
     t0 = time.time()
     full = VideoDataset.from_root(data, split="train", spec=spec, seed=opts.seed)
@@ -136,68 +195,101 @@ def fit_videos(
         input_shape=(spec.clip_len, spec.channels, *spec.size), layout="NTCHW", num_classes=len(full.classes)
     )
     model = CNNLSTM(**model_kw)
-    module = ClipClassifier(
-        model.config.to_dict(), opts.lr, opts.weight_decay, opts.epochs, seen_dir=str(out / "logs" / "seen")
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = L.callbacks.ModelCheckpoint(
-        dirpath=out / "checkpoints",
-        filename="best",
-        monitor="val_acc",
-        mode="max",
-        save_last=True,
-        enable_version_counter=False,
-    )
-    logger = L.loggers.CSVLogger(save_dir=str(out), name="logs")  # a new version per resume: nothing overwritten
-    trainer = L.Trainer(
-        max_epochs=opts.epochs,
-        accelerator=opts.accelerator,
-        devices=opts.devices,
-        strategy=opts.strategy,
-        num_nodes=opts.num_nodes,
-        precision=opts.precision,
-        callbacks=[ckpt],
-        logger=logger,
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=opts.progress,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-        num_sanity_val_steps=0,
-        deterministic=False,
-    )
-    trainer.fit(
-        module,
-        _loader(train_ds, opts, True),
-        _loader(val_ds, opts, False),
-        ckpt_path=str(resume_from) if opts.resume else None,
-        weights_only=True,
-    )
+    val_loader = _loader(val_ds, opts, False) if len(val_ds) else None
+    trainer, ckpt, module = _fit(model, _loader(train_ds, opts, True), val_loader, out, opts, resume_from)
     if not trainer.is_global_zero:
         return {}
-
-    best = ckpt.best_model_path or str(resume_from)
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
-    module.model.save_pretrained(out)
-    write_json(out / "labels.json", full.classes)
-    write_json(out / "data.json", spec.to_dict())
-    metrics = out / "metrics.csv"
-    merge_metrics(sorted((out / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:])), metrics)
-    curves = plot_curves(metrics, out / "curves.png")
+    curves, best_val = _finish(out, trainer, ckpt, module, full.classes, spec.to_dict())
     skipped = dict(full.skipped)
     skipped.update(module.skips.seen)
-    score = ckpt.best_model_score
     summary = {
         "data": str(data),
         "classes": full.classes,
         "train_videos": len(train_ds),
         "val_videos": len(val_ds),
         "held_out": None if has_val else [it.path for it in val_ds.items],
-        "best_val_acc": None if score is None else round(float(score), 4),
+        "best_val_acc": best_val,
         "epochs": trainer.current_epoch,
         "seconds": round(time.time() - t0, 1),
         "index_seconds": round(index_time, 1),
         "skipped": [{"path": p, "reason": r} for p, r in skipped.items()],
+        "model": model.config.to_dict(),
+        "options": {k: v for k, v in asdict(opts).items() if k != "extra"},
+        "params": sum(p.numel() for p in model.parameters()),
+        "curves": str(curves),
+    }
+    write_json(out / "run.json", summary)
+    return summary
+
+
+SERIES_MODEL: dict[str, Any] = {
+    "backbone": "conv1d",
+    "backbone_options": {"channels": (64, 64, 64), "kernel_size": 7, "dilated": True},
+    "bridge": "none",
+    "hidden_size": 128,
+    "head": "mean",
+}
+
+
+def fit_series(
+    source: str | Path,
+    out: str | Path,
+    model_options: dict[str, Any] | None = None,
+    options: TrainOptions | None = None,
+) -> dict[str, Any]:
+    """Train a CNNLSTM classifier on labelled series (``aeon:NAME``, ``.npz``, ``.npy``, ``.csv``).
+
+    The normaliser is fitted on the training series only and saved in ``data.json``. With
+    ``options.val_fraction > 0`` a stratified part of the training split validates and picks the best
+    epoch; with 0, all of it trains and the last epoch is kept (the UCR habit for tiny training sets).
+
+    Returns:
+        The run summary, also in ``run.json``.
+    """
+    from ..data.series import Normalizer, SeriesDataset, collate_series, load_series
+
+    opts = options or TrainOptions()
+    out = Path(out)
+    resume_from = _prepare(out, opts)
+    t0 = time.time()
+    data = load_series(source, "train")
+    if opts.val_fraction > 0:
+        tr, va = stratified_split(data.y.tolist(), opts.val_fraction, opts.seed)
+    else:
+        tr, va = list(range(len(data.x))), []
+    norm = Normalizer.fit([data.x[i] for i in tr])
+    train_ds = SeriesDataset(data.subset(tr), norm)
+    val_ds = SeriesDataset(data.subset(va), norm) if va else None
+
+    model_kw = {**SERIES_MODEL, **(model_options or {})}
+    model_kw.update(input_shape=(None, data.features), layout="NTF", num_classes=len(data.classes))
+    model = CNNLSTM(**model_kw)
+
+    def loader(ds, shuffle):
+        return torch.utils.data.DataLoader(
+            ds,
+            batch_size=opts.batch_size,
+            shuffle=shuffle,
+            collate_fn=collate_series,
+            generator=torch.Generator().manual_seed(opts.seed),
+        )
+
+    trainer, ckpt, module = _fit(
+        model, loader(train_ds, True), loader(val_ds, False) if val_ds else None, out, opts, resume_from
+    )
+    if not trainer.is_global_zero:
+        return {}
+    data_json = {"kind": "series", "source": str(source), "features": data.features, "mean": norm.mean, "std": norm.std}
+    curves, best_val = _finish(out, trainer, ckpt, module, data.classes, data_json)
+    summary = {
+        "data": str(source),
+        "classes": data.classes,
+        "train_series": len(train_ds),
+        "val_series": len(val_ds) if val_ds else 0,
+        "best_val_acc": best_val,
+        "epochs": trainer.current_epoch,
+        "seconds": round(time.time() - t0, 1),
+        "skipped": [],
         "model": model.config.to_dict(),
         "options": {k: v for k, v in asdict(opts).items() if k != "extra"},
         "params": sum(p.numel() for p in model.parameters()),

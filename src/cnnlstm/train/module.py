@@ -74,9 +74,10 @@ class ClipClassifier(L.LightningModule):
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
         self.skips.add(batch["skipped"])
-        if batch["video"] is None:
+        x = batch["video"] if "video" in batch else batch["series"]  # (N, T, C, H, W) | (N, T, F)
+        if x is None:
             return None
-        logits = self(batch["video"], batch["lengths"])  # (N, classes)
+        logits = self(x, batch["lengths"])  # (N, classes)
         loss = F.cross_entropy(logits, batch["label"])
         acc = (logits.argmax(-1) == batch["label"]).float().mean()
         n = len(batch["label"])
