@@ -198,6 +198,8 @@ def model_options(f):
             click.option("--bidirectional", is_flag=True),
             click.option("--head", default="last", show_default=True, type=click.Choice(["last", "mean", "attention"])),
             click.option("--dropout", default=0.0, show_default=True),
+            click.option("--kernel-size", default=7, show_default=True, help="Series: conv1d kernel size."),
+            click.option("--causal", is_flag=True, help="Series: causal convolutions (streaming, forecasting)."),
         ]
     ):
         f = opt(f)
@@ -254,6 +256,7 @@ def fit_options(f):
 
 def _train(data, out, resume, kw, overwrite=False) -> dict:
     from .data.datasets import ClipSpec
+    from .data.series import is_series_source
     from .train.fit import TrainOptions, fit_videos
 
     spec = ClipSpec(
@@ -282,7 +285,15 @@ def _train(data, out, resume, kw, overwrite=False) -> dict:
         precision=kw["precision"],
         accelerator=kw["accelerator"],
         resume=resume,
+        overwrite=overwrite,
     )
+    if is_series_source(data):
+        return _train_series(data, out, opts, kw)
+    if not Path(data).exists():
+        raise click.BadParameter(
+            f"{data!r} does not exist (videos: a folder or a CSV manifest; series: aeon:NAME, .npz, .npy or .csv)",
+            param_hint="DATA",
+        )
     model = _model_options(
         kw["backbone"],
         kw["bridge"],
@@ -298,12 +309,35 @@ def _train(data, out, resume, kw, overwrite=False) -> dict:
     return fit_videos(data, out, model, spec, opts)
 
 
+def _train_series(data, out, opts, kw) -> dict:
+    """Series keep the series model's defaults except where an option was given on the command line."""
+    from .train.fit import SERIES_MODEL, fit_series
+
+    ctx = click.get_current_context()
+    given = {k for k in kw if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    names = ("rnn", "hidden_size", "num_layers", "bidirectional", "head", "dropout", "bridge", "backbone")
+    model = {k: kw[k] for k in names if k in given}
+    backbone = dict(SERIES_MODEL["backbone_options"])
+    if "backbone_channels" in given:
+        backbone["channels"] = tuple(_parse_shape(kw["backbone_channels"]))
+    if "kernel_size" in given:
+        backbone["kernel_size"] = kw["kernel_size"]
+    if kw.get("causal"):
+        backbone["causal"] = True
+    model["backbone_options"] = backbone
+    if "val_fraction" not in given:
+        opts.val_fraction = 0.0  # the series habit: the whole training split trains, the last epoch is kept
+    return fit_series(data, out, model, opts)
+
+
 def _print_summary(summary: dict, out) -> None:
     if not summary:  # a non-zero rank of a distributed run
         return
+    what = "videos" if "train_videos" in summary else "series"
+    best = f"best val accuracy {summary['best_val_acc']}" if summary["best_val_acc"] is not None else "trained"
     click.echo(
-        f"best val accuracy {summary['best_val_acc']} after {summary['epochs']} epochs, "
-        f"{summary['train_videos']} train / {summary['val_videos']} val videos, {summary['seconds']} s"
+        f"{best} after {summary['epochs']} epochs, "
+        f"{summary[f'train_{what}']} train / {summary[f'val_{what}']} val {what}, {summary['seconds']} s"
     )
     skipped = summary["skipped"]
     click.echo(f"skipped {len(skipped)} file(s)" + (":" if skipped else ""))
@@ -313,7 +347,7 @@ def _print_summary(summary: dict, out) -> None:
 
 
 @main.command()
-@click.argument("data", type=click.Path(exists=True))
+@click.argument("data")
 @click.option("--out", required=True, type=click.Path(), help="The run folder, e.g. runs/NAME.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.ckpt.")
 @click.option("--overwrite", is_flag=True, help="Start again in an OUT that already holds a run.")
@@ -321,7 +355,13 @@ def _print_summary(summary: dict, out) -> None:
 @clip_options
 @fit_options
 def train(data, out, resume, overwrite, **kw) -> None:
-    """Train a CNN-LSTM classifier on DATA: ROOT/CLASS/*.mp4, ROOT/train|val|test/CLASS/*, or a CSV manifest."""
+    """Train a CNN-LSTM classifier on DATA.
+
+    Videos: ROOT/CLASS/*.mp4, ROOT/train|val|test/CLASS/*, or a CSV manifest path,label[,start,end].
+    Series: aeon:NAME (a UCR/UEA set aeon ships), file.npz (x, y), file.npy (+ file_labels.npy), or a
+    CSV (long: id,label,features...; wide: label,v0,v1,...). Series use a conv1d backbone and train on
+    the whole training split unless --val-fraction is given.
+    """
     from .errors import CnnlstmError
 
     _setup_logging()
@@ -335,7 +375,7 @@ def train(data, out, resume, overwrite, **kw) -> None:
 def _print_eval(result: dict) -> None:
     click.echo(
         f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   "
-        f"({result['videos']} videos: {result['subset']})"
+        f"({result['videos']} items: {result['subset']})"
     )
     width = max(len(r["class"]) for r in result["per_class"])
     click.echo(f"{'class'.ljust(width)}  precision  recall     f1  support")
@@ -351,7 +391,7 @@ def _print_eval(result: dict) -> None:
 
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.argument("data", type=click.Path(exists=True))
+@click.argument("data")
 @click.option("--split", default="test", show_default=True, help="With split folders, which one.")
 @click.option(
     "--sampling",

@@ -10,17 +10,37 @@ from .data.datasets import ClipSpec
 from .errors import ConfigError
 from .model import CNNLSTM
 
-__all__ = ["Run", "load_run"]
+__all__ = ["Run", "SeriesSpec", "load_run"]
+
+
+@dataclass
+class SeriesSpec:
+    """How series reach a run's model: the normaliser fitted on its training split."""
+
+    source: str
+    features: int
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def normalizer(self):
+        from .data.series import Normalizer
+
+        return Normalizer(self.mean, self.std)
 
 
 @dataclass
 class Run:
-    """A trained run folder: the model (eval mode), its class names and its clip spec."""
+    """A trained run folder: the model (eval mode), its class names and how inputs are made."""
 
     path: Path
     model: CNNLSTM
     classes: list[str]
-    spec: ClipSpec
+    spec: ClipSpec | SeriesSpec
+
+    @property
+    def kind(self) -> str:
+        return "series" if isinstance(self.spec, SeriesSpec) else "video"
 
 
 def load_run(run: str | Path) -> Run:
@@ -31,5 +51,9 @@ def load_run(run: str | Path) -> Run:
             raise ConfigError(f"{str(path)!r} is not a finished cnnlstm run: {name} is missing")
     model = CNNLSTM.from_pretrained(path).eval()
     classes = json.loads((path / "labels.json").read_text())
-    spec = ClipSpec.from_dict(json.loads((path / "data.json").read_text()))
+    d = json.loads((path / "data.json").read_text())
+    if d.pop("kind", "video") == "series":
+        spec: ClipSpec | SeriesSpec = SeriesSpec(**d)
+    else:
+        spec = ClipSpec.from_dict(d)
     return Run(path, model, classes, spec)

@@ -10,7 +10,13 @@ import importlib
 
 __all__ = ["TrainOptions", "evaluate", "fit_series", "fit_videos", "predict"]
 
-_WHERE = {"TrainOptions": "fit", "fit_videos": "fit", "fit_series": "fit", "evaluate": "evaluate", "predict": "evaluate"}
+_WHERE = {
+    "TrainOptions": "fit",
+    "fit_videos": "fit",
+    "fit_series": "fit",
+    "evaluate": "evaluate",
+    "predict": "evaluate",
+}
 
 
 def __getattr__(name: str):

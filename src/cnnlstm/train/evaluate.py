@@ -72,7 +72,44 @@ def evaluate(
     """
     metrics = require("sklearn.metrics", "train", "evaluation metrics")
     r = load_run(run)
-    data = Path(data)
+    if r.kind == "series":
+        y_true, y_pred, subset, skips = _series_predictions(r, data, split, batch_size)
+    else:
+        y_true, y_pred, subset, skips = _video_predictions(
+            r, Path(data), split, sampling, batch_size, workers, all_videos
+        )
+    name = Path(str(data)).name or str(data)
+    labels = list(range(len(r.classes)))
+    p, rec, f1, support = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    present = [i for i in labels if support[i] > 0]
+    cm = metrics.confusion_matrix(y_true, y_pred, labels=labels)
+    png = Path(out or r.path) / "confusion.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    acc = float(np.mean(np.array(y_true) == np.array(y_pred)))
+    plot_confusion(cm, r.classes, png, title=f"{name}: accuracy {acc:.3f}")
+    return {
+        "accuracy": acc,
+        "macro_f1": float(np.mean([f1[i] for i in present])),
+        "per_class": [
+            {
+                "class": r.classes[i],
+                "precision": float(p[i]),
+                "recall": float(rec[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i in labels
+        ],
+        "confusion": cm.tolist(),
+        "videos": len(y_true),
+        "subset": subset,
+        "skipped": [{"path": k, "reason": v} for k, v in skips.seen.items()],
+        "confusion_png": str(png),
+    }
+
+
+def _video_predictions(r: Run, data: Path, split, sampling, batch_size: int, workers: int, all_videos: bool):
+    """True and predicted labels of a video run on ``data``; the subset's name; the skipped files."""
     has_splits = data.is_dir() and any((data / s).is_dir() for s in ("train", "val", "test"))
     items, classes, refused = find_videos(data, split if has_splits else None)
     held_out = _held_out(r.path) if not has_splits and not all_videos else None
@@ -101,33 +138,22 @@ def evaluate(
         y_true += batch["label"].tolist()
     if not y_true:
         raise DataError(f"no video of {data} could be evaluated ({len(skips)} skipped)")
-    labels = list(range(len(r.classes)))
-    p, rec, f1, support = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    present = [i for i in labels if support[i] > 0]
-    cm = metrics.confusion_matrix(y_true, y_pred, labels=labels)
-    png = Path(out or r.path) / "confusion.png"
-    png.parent.mkdir(parents=True, exist_ok=True)
-    acc = float(np.mean(np.array(y_true) == np.array(y_pred)))
-    plot_confusion(cm, r.classes, png, title=f"{data.name}: accuracy {acc:.3f}")
-    return {
-        "accuracy": acc,
-        "macro_f1": float(np.mean([f1[i] for i in present])),
-        "per_class": [
-            {
-                "class": r.classes[i],
-                "precision": float(p[i]),
-                "recall": float(rec[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i in labels
-        ],
-        "confusion": cm.tolist(),
-        "videos": len(y_true),
-        "subset": "held-out validation videos of the run" if held_out is not None else (split if has_splits else "all"),
-        "skipped": [{"path": k, "reason": v} for k, v in skips.seen.items()],
-        "confusion_png": str(png),
-    }
+    subset = "held-out validation videos of the run" if held_out is not None else (split if has_splits else "all")
+    return y_true, y_pred, subset, skips
+
+
+def _series_predictions(r: Run, source, split, batch_size: int):
+    """True and predicted labels of a series run on ``source``'s test split (or the whole file)."""
+    from ..data.series import SeriesDataset, collate_series, load_series
+
+    data = load_series(source, split or "test", r.classes)
+    ds = SeriesDataset(data, r.spec.normalizer)
+    y_true, y_pred = [], []
+    with torch.inference_mode():
+        for b in torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate_series):
+            y_pred += r.model(b["series"], b["lengths"]).argmax(-1).tolist()
+            y_true += b["label"].tolist()
+    return y_true, y_pred, f"{split or 'test'} split of {source}", SkipLog()
 
 
 def _held_out(run: Path) -> list[str] | None:
