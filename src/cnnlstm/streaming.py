@@ -129,8 +129,8 @@ class Streamer:
         out, new = self.rnn(seq, state)  # (N, 1, D)
         self.state = new if isinstance(new, tuple) else (new,)
         self.steps += 1
-        logits = self.model.head(out)  # (N, classes) for last, (N, 1, classes) for frames
-        return logits[:, 0] if logits.dim() == 3 else logits
+        logits = self.model.head(out)  # (N, classes) last; (N, 1, classes) frames; (N, horizon, k) forecast
+        return logits[:, 0] if self.model.head.per_step else logits
 
     def reset(self, streams: Sequence[int] | torch.Tensor | None = None) -> None:
         """Start over: all streams (None), or only those listed, while the others go on."""

@@ -210,8 +210,30 @@ class PerStep(Head):
         return out * mask
 
 
+@register_head("forecast")
+class Forecast(LastStep):
+    """The next ``horizon`` steps of ``num_classes`` target channels from the last valid state:
+    ``(N, T, D) → (N, horizon, targets)``. Causal, so it streams.
+
+    Args:
+        horizon: steps ahead.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, bidirectional: bool = False, dropout: float = 0.0,
+                 horizon: int = 1):
+        if horizon < 1:
+            raise ConfigError(f"forecast head needs horizon >= 1 steps, got {horizon}")
+        super().__init__(in_features, num_classes * horizon, bidirectional, dropout)
+        self.horizon = horizon
+        self.targets = num_classes
+
+    def forward(self, states: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Args: states ``(N, T, D)``. Returns ``(N, horizon, targets)``."""
+        return super().forward(states, lengths).unflatten(-1, (self.horizon, self.targets))
+
+
 def head(name: str, in_features: int, num_classes: int, **options) -> Head:
-    """Build a head by name: ``last``, ``mean``, ``attention`` or ``frames``.
+    """Build a head by name: ``last``, ``mean``, ``attention``, ``frames`` or ``forecast`` (``horizon=``).
 
     >>> head("mean", 64, 10)(torch.zeros(2, 5, 64)).shape
     torch.Size([2, 10])
