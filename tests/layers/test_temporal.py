@@ -205,11 +205,25 @@ def test_every_head_shape_and_gradients(name, bidir):
     lengths = torch.tensor(LENGTHS)
     states, _ = tm(_clip(), lengths)
     logits = h(states, lengths)
-    assert logits.shape == ((3, T, 7) if h.per_step else (3, 7))
+    expected = {"frames": (3, T, 7), "forecast": (3, 1, 7)}.get(name, (3, 7))  # forecast: (N, horizon, targets)
+    assert logits.shape == expected
     assert torch.isfinite(logits).all()
     logits.pow(2).sum().backward()
     for pname, p in [*tm.named_parameters(), *h.named_parameters()]:
         assert p.grad is not None and torch.count_nonzero(p.grad) > 0, pname
+
+
+def test_forecast_head_shape_and_last_valid_step():
+    tm = _temporal("lstm", 1, False).eval()
+    h = head("forecast", tm.out_features, 2, horizon=4).eval()
+    lengths = torch.tensor(LENGTHS)
+    states, _ = tm(_clip(), lengths)
+    out = h(states, lengths)
+    assert out.shape == (3, 4, 2)
+    last = states[torch.arange(3), lengths - 1]  # (N, D): each series' last valid state
+    torch.testing.assert_close(out, h.fc(last).view(3, 4, 2))
+    with pytest.raises(cnnlstm.ConfigError, match="horizon >= 1"):
+        head("forecast", 8, 2, horizon=0)
 
 
 @pytest.mark.parametrize(("rnn", "layers", "bidir"), CONFIGS)
