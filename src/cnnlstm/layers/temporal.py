@@ -69,6 +69,13 @@ class Temporal(nn.Module):
         """``D * dirs``, the size of each output step."""
         return self.rnn.hidden_size * (2 if self.rnn.bidirectional else 1)
 
+    def _meta(self, x: torch.Tensor):
+        r = self.rnn
+        n, t = x.shape[:2]
+        dirs = 2 if r.bidirectional else 1
+        h = x.new_empty((r.num_layers * dirs, n, r.hidden_size))
+        return x.new_empty((n, t, r.hidden_size * dirs)), ((h, h.clone()) if isinstance(r, nn.LSTM) else h)
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, state=None):
         """Args: x ``(N, T, F)``, lengths ``(N,)``. Returns ``((N, T, D*dirs), state)``."""
         name = self.kind.upper()
@@ -88,7 +95,9 @@ class Temporal(nn.Module):
             )
         n, t = x.shape[:2]
         lengths = check_lengths(lengths, n, t, name)
-        if lengths is None or x.device.type == "meta" or not bool((lengths < t).any()):
+        if x.device.type == "meta":  # a dry run: the shapes alone, not PyTorch's step-by-step meta decomposition
+            return self._meta(x)
+        if lengths is None or not bool((lengths < t).any()):
             return self.rnn(x, state)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, state = self.rnn(packed, state)
