@@ -127,6 +127,23 @@ class Conv1dBackbone(nn.Module):
             )
             c_in = c
 
+    def step(self, x: torch.Tensor, caches: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One step of a causal stack: ``x`` ``(N, F)`` → ``(N, F')``, with each layer's last inputs cached.
+
+        ``caches[i]`` ``(N, C_i, pad_i)`` holds layer ``i``'s previous inputs; zeros are exactly the layer's
+        own causal padding, so a fresh (or reset) stream is a zero cache.
+        """
+        if not self.causal:
+            raise ConfigError("only a causal conv1d backbone (causal=True) can run step by step")
+        y = x.unsqueeze(-1)  # (N, F, 1)
+        new = []
+        for i, ((left, _), layer) in enumerate(zip(self.pads, self.layers)):
+            cache = caches[i] if caches is not None else y.new_zeros((y.shape[0], y.shape[1], left))
+            inp = torch.cat([cache, y], dim=-1)  # (N, C_i, left + 1)
+            new.append(inp[:, :, 1:] if left else cache)
+            y = layer(inp)  # (N, C_{i+1}, 1): a valid convolution over exactly the receptive field
+        return y.squeeze(-1), new
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x ``(N, T, F)``. Returns ``(N, T, F')``."""
         if x.dim() != 3 or x.shape[-1] != self.in_features:

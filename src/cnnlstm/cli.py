@@ -289,6 +289,12 @@ def _train(data, out, resume, kw, overwrite=False) -> dict:
     )
     if is_series_source(data):
         return _train_series(data, out, opts, kw)
+    if Path(data).is_file() and Path(data).suffix.lower() != ".csv":
+        raise click.BadParameter(
+            f"{data!r}: cannot train on a {Path(data).suffix or 'extension-less'} file (videos: a folder or a CSV "
+            "manifest; series: aeon:NAME, .npz, .npy or .csv)",
+            param_hint="DATA",
+        )
     if not Path(data).exists():
         raise click.BadParameter(
             f"{data!r} does not exist (videos: a folder or a CSV manifest; series: aeon:NAME, .npz, .npy or .csv)",
@@ -558,6 +564,8 @@ def export(run, fmt, int8, out, sample) -> None:
     from .runs import load_run
     from .streaming import check_streamable
 
+    if int8 and fmt != "onnx":
+        raise click.ClickException("--int8 quantizes ONNX graphs: use --format onnx")
     try:
         r = load_run(run)
         folder = Path(out) if out else Path(run) / "export"
@@ -575,8 +583,6 @@ def export(run, fmt, int8, out, sample) -> None:
         for rep in reports:
             click.echo(str(rep))
         if int8:
-            if fmt != "onnx":
-                raise click.ClickException("--int8 quantizes ONNX graphs: use --format onnx")
             clips, source = _sample_clips(r, sample)
             q = int8_report(r.model, reports[0].path, reports[1].path if streams else None, clips, folder)
             click.echo(

@@ -31,7 +31,10 @@ def check_streamable(model: CNNLSTM) -> None:
     """Raise :class:`ConfigError` saying why a model cannot stream, and what to change."""
     cfg = model.config
     if model.kind == "image":
-        raise ConfigError("an image model reads one image's positions as its sequence; it has no frames to stream")
+        raise ConfigError(
+            "an image model reads one image's positions as its sequence; it has no frames to stream: build a clip "
+            "model (layout='NTCHW' with a time axis in input_shape) to stream frames"
+        )
     if cfg.bidirectional:
         raise ConfigError(
             "a bidirectional RNN reads each clip backwards from its end, so no output exists before the last "
@@ -72,9 +75,7 @@ class Streamer:
         self.cnn = model.backbone.module if model.kind == "clip" else model.backbone
         self.state: tuple[torch.Tensor, ...] | None = None
         self.steps = 0
-        self._window: torch.Tensor | None = None  # series: the last inputs the causal convs need
-        if model.kind == "series":
-            self._receptive = 1 + sum(p[0] for p in model.backbone.pads)
+        self._caches: list[torch.Tensor] | None = None  # series: each causal conv's previous inputs
 
     @property
     def rnn(self) -> nn.RNNBase:
@@ -97,6 +98,11 @@ class Streamer:
                 f"Streamer.step wants frames with {c} channels/features on axis 1 of ({', '.join(self.frame_layout)}), "
                 f"got {tuple(frames.shape)}"
             )
+        if self.model.config.bridge == "flatten" and tuple(frames.shape[-2:]) != tuple(sample[-2:]):
+            raise ShapeError(
+                f"Streamer.step: this model (bridge='flatten') was built for frames of H, W = {tuple(sample[-2:])}, "
+                f"got {tuple(frames.shape[-2:])}"
+            )
         if self.state is not None and frames.shape[0] != self.batch:
             raise ShapeError(
                 f"Streamer.step: the stream has {self.batch} streams, got a batch of {frames.shape[0]} frames; "
@@ -111,10 +117,8 @@ class Streamer:
     def _features(self, frames: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W) → (N, 1, F)``: one step of the bridged sequence."""
         if self.model.kind == "series":
-            x = frames.unsqueeze(1)  # (N, 1, F)
-            w = x if self._window is None else torch.cat([self._window, x], dim=1)
-            self._window = w[:, -(self._receptive - 1) :] if self._receptive > 1 else None
-            return self.model.backbone(w)[:, -1:]  # (N, 1, F'): causal, so the last step is exact
+            y, self._caches = self.model.backbone.step(frames, self._caches)  # (N, F')
+            return y.unsqueeze(1)  # (N, 1, F')
         maps = self.cnn(frames)  # (N, C', H', W')
         return self.model.bridge(maps.unsqueeze(1))  # (N, 1, F)
 
@@ -135,15 +139,16 @@ class Streamer:
     def reset(self, streams: Sequence[int] | torch.Tensor | None = None) -> None:
         """Start over: all streams (None), or only those listed, while the others go on."""
         if streams is None:
-            self.state, self._window, self.steps = None, None, 0
+            self.state, self._caches, self.steps = None, None, 0
             return
         if self.state is None:
             return
         idx = torch.as_tensor(streams, dtype=torch.long)
-        for s in self.state:
-            s[:, idx] = 0  # (layers, N, D): a zero state is the RNN's own initial state
-        if self._window is not None:
-            self._window[idx] = 0  # the causal convs' zero padding
+        # out of place: the state was made under inference mode; a zero state is the RNN's own initial state,
+        # and zero caches are the causal convolutions' own padding
+        self.state = tuple(s.index_fill(1, idx, 0) for s in self.state)  # (layers, N, D)
+        if self._caches is not None:
+            self._caches = [c.index_fill(0, idx, 0) for c in self._caches]
 
     def get_state(self) -> dict[str, torch.Tensor]:
         """The carried state, for a server that keeps many streams: ``{"h": (layers, N, D)[, "c": ...]}``."""
@@ -151,8 +156,8 @@ class Streamer:
             return {}
         names = ("h", "c")
         out = {n: s.clone() for n, s in zip(names, self.state)}
-        if self._window is not None:
-            out["window"] = self._window.clone()
+        for i, c in enumerate(self._caches or []):
+            out[f"conv{i}"] = c.clone()
         return out
 
     def set_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -168,7 +173,8 @@ class Streamer:
         if isinstance(self.rnn, nn.LSTM) and len(parts) != 2:
             raise ShapeError("an LSTM's state needs both 'h' and 'c'")
         self.state = tuple(p.clone() for p in parts)
-        self._window = state.get("window")
+        convs = sorted((k for k in state if k.startswith("conv")), key=lambda k: int(k[4:]))
+        self._caches = [state[k].clone() for k in convs] or None
 
 
 def stream_video(run, video, stride: int = 1, every: int = 0, on_update=None) -> dict:

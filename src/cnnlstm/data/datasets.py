@@ -188,7 +188,7 @@ def _class_names(folder: Path, allow_empty_root: bool = False) -> list[str]:
 
 def _read_manifest(path: Path, split: str | None, refused: list) -> tuple[list[VideoItem], list[str]]:
     root = path.parent
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise DataError(f"manifest {path} needs a header with at least path,label (optional start,end,split)")

@@ -18,6 +18,7 @@ Sources:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ def is_series_source(source: str | Path) -> bool:
     if s.startswith("aeon:") or s.endswith((".npz", ".npy")):
         return True
     if s.endswith(".csv") and Path(s).is_file():
-        with open(s, newline="") as f:
+        with open(s, newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), [])
         return "path" not in header
     return False
@@ -141,10 +142,18 @@ def _aeon(name: str, split: str) -> tuple[list[np.ndarray], list[str]]:
 
 
 def _csv(path: Path) -> tuple[list[np.ndarray], list[str]]:
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f, restkey="__extra__"))
     if not rows:
         raise DataError(f"{path}: empty CSV")
+    for line, r in enumerate(rows, start=2):
+        if "__extra__" in r:
+            raise DataError(
+                f"{path} line {line}: {len(r['__extra__'])} more cell(s) than the header has columns: "
+                "give every value column a name in the header"
+            )
+        if not (r.get("label") or "").strip() and "label" in r:
+            raise DataError(f"{path} line {line}: empty label")
     cols = list(rows[0])
     if "label" not in cols:
         raise DataError(
@@ -186,6 +195,20 @@ def _csv(path: Path) -> tuple[list[np.ndarray], list[str]]:
     return x, [r["label"] for r in rows]
 
 
+@contextlib.contextmanager
+def _ragged(path: Path):
+    """numpy refuses object arrays without pickle (as it should): say what to do instead."""
+    try:
+        yield
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise
+        raise DataError(
+            f"{path}: x is a ragged (object) array, which loading without pickle refuses: pad the "
+            "series to (N, T_max, F) and store their lengths in a 'lengths' array"
+        ) from None
+
+
 def load_series(source: str | Path, split: str | None = "train", classes: list[str] | None = None) -> SeriesSet:
     """Load labelled series from ``source`` (see the module's docstring for the formats).
 
@@ -207,7 +230,7 @@ def load_series(source: str | Path, split: str | None = "train", classes: list[s
             raise DataError(f"{s}: no such file (series come from aeon:NAME, .npz, .npy or .csv)")
         name = path.stem
         if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
+            with np.load(path, allow_pickle=False) as z, _ragged(path):
                 keys = set(z.files)
                 if {f"x_{split}", f"y_{split}"} <= keys:
                     xa, ya, la = z[f"x_{split}"], z[f"y_{split}"], z.get(f"lengths_{split}")
@@ -232,6 +255,13 @@ def load_series(source: str | Path, split: str | None = "train", classes: list[s
             x, raw = _csv(path)
         else:
             raise DataError(f"{path}: series are read from .npz, .npy or .csv, not {path.suffix}")
+    raw = (
+        list(np.asarray(raw).reshape(len(raw), -1)[:, 0])
+        if np.asarray(raw).ndim == 2 and np.asarray(raw).shape[1:] == (1,)
+        else raw
+    )
+    if np.asarray(raw).ndim > 1:
+        raise DataError(f"{s}: labels must be one per series, (N,), got shape {np.asarray(raw).shape}")
     if len(x) != len(raw):
         raise DataError(f"{s}: {len(x)} series but {len(raw)} labels")
     x = _check_values(x, s)

@@ -228,8 +228,9 @@ class Forecast(LastStep):
         horizon: steps ahead.
     """
 
-    def __init__(self, in_features: int, num_classes: int, bidirectional: bool = False, dropout: float = 0.0,
-                 horizon: int = 1):
+    def __init__(
+        self, in_features: int, num_classes: int, bidirectional: bool = False, dropout: float = 0.0, horizon: int = 1
+    ):
         if horizon < 1:
             raise ConfigError(f"forecast head needs horizon >= 1 steps, got {horizon}")
         super().__init__(in_features, num_classes * horizon, bidirectional, dropout)
