@@ -145,6 +145,24 @@ def _finish(out: Path, trainer, ckpt, module, classes: list[str], data_json: dic
     return curves, None if score is None else round(float(score), 4)
 
 
+def _summary(
+    out: Path, model: CNNLSTM, opts: TrainOptions, trainer, t0: float, curves: Path, best_val, **specific: Any
+) -> dict[str, Any]:
+    """The run summary, written to ``run.json``: what was trained on, how, and how it went."""
+    summary = {
+        **specific,
+        "best_val_acc": best_val,
+        "epochs": trainer.current_epoch,
+        "seconds": round(time.time() - t0, 1),
+        "model": model.config.to_dict(),
+        "options": {k: v for k, v in asdict(opts).items() if k != "extra"},
+        "params": sum(p.numel() for p in model.parameters()),
+        "curves": str(curves),
+    }
+    write_json(out / "run.json", summary)
+    return summary
+
+
 def fit_videos(
     data: str | Path,
     out: str | Path,
@@ -202,24 +220,22 @@ def fit_videos(
     curves, best_val = _finish(out, trainer, ckpt, module, full.classes, spec.to_dict())
     skipped = dict(full.skipped)
     skipped.update(module.skips.seen)
-    summary = {
-        "data": str(data),
-        "classes": full.classes,
-        "train_videos": len(train_ds),
-        "val_videos": len(val_ds),
-        "held_out": None if has_val else [it.path for it in val_ds.items],
-        "best_val_acc": best_val,
-        "epochs": trainer.current_epoch,
-        "seconds": round(time.time() - t0, 1),
-        "index_seconds": round(index_time, 1),
-        "skipped": [{"path": p, "reason": r} for p, r in skipped.items()],
-        "model": model.config.to_dict(),
-        "options": {k: v for k, v in asdict(opts).items() if k != "extra"},
-        "params": sum(p.numel() for p in model.parameters()),
-        "curves": str(curves),
-    }
-    write_json(out / "run.json", summary)
-    return summary
+    return _summary(
+        out,
+        model,
+        opts,
+        trainer,
+        t0,
+        curves,
+        best_val,
+        data=str(data),
+        classes=full.classes,
+        train_videos=len(train_ds),
+        val_videos=len(val_ds),
+        held_out=None if has_val else [it.path for it in val_ds.items],
+        index_seconds=round(index_time, 1),
+        skipped=[{"path": p, "reason": r} for p, r in skipped.items()],
+    )
 
 
 SERIES_MODEL: dict[str, Any] = {
@@ -281,22 +297,20 @@ def fit_series(
         return {}
     data_json = {"kind": "series", "source": str(source), "features": data.features, "mean": norm.mean, "std": norm.std}
     curves, best_val = _finish(out, trainer, ckpt, module, data.classes, data_json)
-    summary = {
-        "data": str(source),
-        "classes": data.classes,
-        "train_series": len(train_ds),
-        "val_series": len(val_ds) if val_ds else 0,
-        "best_val_acc": best_val,
-        "epochs": trainer.current_epoch,
-        "seconds": round(time.time() - t0, 1),
-        "skipped": [],
-        "model": model.config.to_dict(),
-        "options": {k: v for k, v in asdict(opts).items() if k != "extra"},
-        "params": sum(p.numel() for p in model.parameters()),
-        "curves": str(curves),
-    }
-    write_json(out / "run.json", summary)
-    return summary
+    return _summary(
+        out,
+        model,
+        opts,
+        trainer,
+        t0,
+        curves,
+        best_val,
+        data=str(source),
+        classes=data.classes,
+        train_series=len(train_ds),
+        val_series=len(val_ds) if val_ds else 0,
+        skipped=[],
+    )
 
 
 def merge_metrics(parts: list[Path], path: Path) -> Path:
