@@ -245,6 +245,7 @@ class VideoDataset(torch.utils.data.Dataset):
         probe_workers: threads for the parallel probe.
         refused: paths already refused while indexing, counted with the skipped ones.
         seed: seeds ``random`` sampling.
+        infos: the items' probes when the caller has them (no second probe).
 
     Attributes:
         skipped: ``(path, reason)`` of every file left out while indexing.
@@ -261,6 +262,7 @@ class VideoDataset(torch.utils.data.Dataset):
         refused: Sequence[tuple[str, str]] = (),
         seed: int | None = None,
         warn: bool = True,
+        infos: Sequence[VideoInfo] | None = None,
     ):
         self.classes = list(classes)
         self.spec = spec or ClipSpec()
@@ -268,8 +270,11 @@ class VideoDataset(torch.utils.data.Dataset):
         self.skipped: list[tuple[str, str]] = list(refused)
         self._seed = seed
         self._rng = np.random.default_rng(seed)
-        with ThreadPoolExecutor(max(1, probe_workers)) as pool:
-            probed = list(pool.map(_try_probe, [it.path for it in items]))
+        if infos is not None:  # probed already by the caller
+            probed = [(info, "") for info in infos]
+        else:
+            with ThreadPoolExecutor(max(1, probe_workers)) as pool:
+                probed = list(pool.map(_try_probe, [it.path for it in items]))
         self.items: list[VideoItem] = []
         self.infos: list[VideoInfo] = []
         for it, (info, reason) in zip(items, probed):

@@ -182,7 +182,7 @@ def predict(
         if info is None:
             results.append({"path": str(v), "error": reason})
             continue
-        ds = VideoDataset([VideoItem(str(v), 0)], r.classes, spec=spec, warn=False)
+        ds = VideoDataset([VideoItem(str(v), 0)], r.classes, spec=spec, warn=False, infos=[info])
         batch = collate_clips([ds[0]])
         if batch["video"] is None:
             results.append({"path": str(v), "error": batch["skipped"][0][1]})
