@@ -357,10 +357,19 @@ def _print_summary(summary: dict, out) -> None:
 @click.option("--out", required=True, type=click.Path(), help="The run folder, e.g. runs/NAME.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.ckpt.")
 @click.option("--overwrite", is_flag=True, help="Start again in an OUT that already holds a run.")
+@click.option(
+    "--task",
+    default="classify",
+    show_default=True,
+    type=click.Choice(["classify", "forecast"]),
+    help="forecast: DATA is one long series (aeon:Airline, a CSV or .npy); predict the next --horizon steps.",
+)
+@click.option("--horizon", default=12, show_default=True, help="Forecast: steps predicted.")
+@click.option("--lookback", default=24, show_default=True, help="Forecast: steps read.")
 @model_options
 @clip_options
 @fit_options
-def train(data, out, resume, overwrite, **kw) -> None:
+def train(data, out, resume, overwrite, task, horizon, lookback, **kw) -> None:
     """Train a CNN-LSTM classifier on DATA.
 
     Videos: ROOT/CLASS/*.mp4, ROOT/train|val|test/CLASS/*, or a CSV manifest path,label[,start,end].
@@ -372,6 +381,25 @@ def train(data, out, resume, overwrite, **kw) -> None:
 
     _setup_logging()
     try:
+        if task == "forecast":
+            from .train.fit import TrainOptions
+            from .train.forecast import fit_forecast
+
+            opts = TrainOptions(
+                epochs=kw["epochs"],
+                batch_size=kw["batch_size"],
+                lr=kw["lr"],
+                seed=kw["seed"],
+                resume=resume,
+                overwrite=overwrite,
+                weight_decay=kw["weight_decay"],
+            )
+            summary = fit_forecast(data, out, horizon, lookback, options=opts)
+            click.echo(
+                f"trained a {horizon}-step forecaster on {summary['train_series']} windows in "
+                f"{summary['seconds']} s\nrun folder: {out}\ncurves: {summary['curves']}"
+            )
+            return
         summary = _train(data, out, resume, kw, overwrite)
     except CnnlstmError as e:
         raise click.ClickException(str(e)) from None
@@ -622,6 +650,29 @@ def _sample_clips(r, n: int):
         pass
     shape = [s for s in r.model.config.input_shape]
     return torch.randn(n, *[16 if s is None else s for s in shape]), "random"
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.argument("series", required=False)
+@click.option("--season", default=1, show_default=True, help="Season length of the naive forecast MASE scales by.")
+@click.option(
+    "--plot", default=None, type=click.Path(), help="PNG of history, forecast and truth (default RUN/forecast.png)."
+)
+def forecast(run, series, season, plot) -> None:
+    """Forecast the steps after RUN's training part of SERIES (default: the series it trained on); MASE when known."""
+    from .errors import CnnlstmError
+    from .train.forecast import forecast as run_forecast
+
+    try:
+        r = run_forecast(run, series, season, plot)
+    except CnnlstmError as e:
+        raise click.ClickException(str(e)) from None
+    for j, name in enumerate(r["names"]):
+        click.echo(f"{name}: " + " ".join(f"{v:.1f}" for v in r["forecast"][:, j]))
+    if r["mase"] is not None:
+        click.echo(f"MASE {r['mase']:.3f} (against the seasonal naive forecast, season {season})")
+    click.echo(f"plot: {r['png']}")
 
 
 def _forward_params(model) -> set[str]:

@@ -21,6 +21,11 @@ class SeriesSpec:
     features: int
     mean: list[float]
     std: list[float]
+    task: str = "classify"
+    lookback: int | None = None
+    horizon: int | None = None
+    targets: list[int] | None = None
+    holdout: int | None = None
 
     @property
     def normalizer(self):

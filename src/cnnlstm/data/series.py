@@ -30,7 +30,15 @@ import torch
 
 from ..errors import DataError, require
 
-__all__ = ["Normalizer", "SeriesDataset", "SeriesSet", "collate_series", "is_series_source", "load_series"]
+__all__ = [
+    "Normalizer",
+    "SeriesDataset",
+    "SeriesSet",
+    "collate_series",
+    "is_series_source",
+    "load_sequence",
+    "load_series",
+]
 
 _TIME_COLUMNS = ("t", "time", "timestamp", "step")
 
@@ -322,3 +330,43 @@ def collate_series(batch: list[dict[str, Any]]) -> dict[str, Any]:
         "index": torch.tensor([b["index"] for b in batch]),
         "skipped": [],
     }
+
+
+def load_sequence(source: str | Path) -> tuple[np.ndarray, list[str]]:
+    """One long series for forecasting: ``(T, F)`` float32 values and the channel names.
+
+    Sources: ``aeon:NAME`` for a forecasting series aeon ships (``Airline``, ``ShampooSales``, ``Lynx``, ...),
+    a CSV (numeric columns are the channels; a date or other text column is dropped), or ``.npy`` ``(T,)``/``(T, F)``.
+    """
+    s = str(source)
+    if s.startswith("aeon:"):
+        require("aeon", "series", f"the aeon series {s!r}")
+        import aeon
+
+        name = s.split(":", 1)[1]
+        path = Path(aeon.__file__).parent / "datasets" / "data" / name / f"{name}.csv"
+        if not path.is_file():
+            raise DataError(f"{s}: aeon {aeon.__version__} ships no {name}/{name}.csv")
+    else:
+        path = Path(s)
+        if not path.is_file():
+            raise DataError(f"{s}: no such file (a series to forecast is aeon:NAME, a .csv or a .npy)")
+    if path.suffix == ".npy":
+        v = np.load(path, allow_pickle=False).astype(np.float32)
+        v = v[:, None] if v.ndim == 1 else v
+        if v.ndim != 2:
+            raise DataError(f"{path}: a series to forecast is (T,) or (T, F), got {v.shape}")
+        names = [f"x{i}" for i in range(v.shape[1])]
+    elif path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            raise DataError(f"{path}: empty CSV")
+        names = [c for c in rows[0] if all(_is_number(r[c]) for r in rows if r[c] not in ("", None))]
+        if not names:
+            raise DataError(f"{path}: no numeric column to forecast")
+        v = np.array([[float(r[c]) if r[c] not in ("", None) else np.nan for c in names] for r in rows], np.float32)
+    else:
+        raise DataError(f"{path}: a series to forecast is a .csv or a .npy, not {path.suffix}")
+    _check_values([v], s)
+    return v, names

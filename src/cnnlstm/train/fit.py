@@ -93,10 +93,17 @@ def _prepare(out: Path, opts: TrainOptions) -> Path:
     return resume_from
 
 
-def _fit(model: CNNLSTM, train_loader, val_loader, out: Path, opts: TrainOptions, resume_from: Path):
+def _fit(
+    model: CNNLSTM, train_loader, val_loader, out: Path, opts: TrainOptions, resume_from: Path, task: str = "classify"
+):
     """Lightning does the training; returns (trainer, checkpoint callback, module with the best weights)."""
     module = ClipClassifier(
-        model.config.to_dict(), opts.lr, opts.weight_decay, opts.epochs, seen_dir=str(out / "logs" / "seen")
+        model.config.to_dict(),
+        opts.lr,
+        opts.weight_decay,
+        opts.epochs,
+        seen_dir=str(out / "logs" / "seen"),
+        task=task,
     )
     monitor = {"monitor": "val_acc", "mode": "max"} if val_loader is not None else {"monitor": None}
     ckpt = L.callbacks.ModelCheckpoint(

@@ -62,6 +62,7 @@ class ClipClassifier(L.LightningModule):
         weight_decay: float = 1e-4,
         max_epochs: int = 10,
         seen_dir: str | None = None,
+        task: str = "classify",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -77,10 +78,23 @@ class ClipClassifier(L.LightningModule):
         x = batch["video"] if "video" in batch else batch["series"]  # (N, T, C, H, W) | (N, T, F)
         if x is None:
             return None
-        logits = self(x, batch["lengths"])  # (N, classes)
+        out = self(x, batch["lengths"])  # (N, classes) | forecast: (N, horizon, targets)
+        n = len(x)
+        if self.hparams.task == "forecast":
+            loss = F.mse_loss(out, batch["target"])
+            self.log(
+                f"{stage}_loss",
+                loss,
+                prog_bar=True,
+                on_step=stage == "train",
+                on_epoch=True,
+                batch_size=n,
+                sync_dist=True,
+            )
+            return loss
+        logits = out
         loss = F.cross_entropy(logits, batch["label"])
         acc = (logits.argmax(-1) == batch["label"]).float().mean()
-        n = len(batch["label"])
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=n, sync_dist=True)
         self.log(f"{stage}_acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)

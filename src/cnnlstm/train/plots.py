@@ -114,3 +114,33 @@ def plot_timeline(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_forecast(
+    history: np.ndarray,
+    forecast: np.ndarray,
+    truth: np.ndarray | None,
+    names: Sequence[str],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """History, forecast and (when known) truth, one panel per target channel. Returns the PNG's path."""
+    plt = _plt()
+    k = forecast.shape[1]
+    fig, axes = plt.subplots(k, 1, figsize=(10, 3.2 * k), squeeze=False)
+    t0 = len(history)
+    steps = np.arange(t0, t0 + len(forecast))
+    for j, ax in enumerate(axes[:, 0]):
+        ax.plot(np.arange(t0), history[:, j], color="black", linewidth=1, label="history")
+        if truth is not None:
+            ax.plot(steps[: len(truth)], truth[:, j], color="tab:green", label="truth")
+        ax.plot(steps, forecast[:, j], color="tab:red", linestyle="--", marker=".", label="forecast")
+        ax.set_ylabel(names[j])
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+    axes[0, 0].set_title(title, fontsize=9)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
