@@ -675,6 +675,87 @@ def forecast(run, series, season, plot) -> None:
     click.echo(f"plot: {r['png']}")
 
 
+@main.group()
+def anomaly() -> None:
+    """Anomaly detection: learn normal videos or series (fit), then score new ones (score)."""
+
+
+@anomaly.command("fit")
+@click.argument("data")
+@click.option("--out", required=True, type=click.Path(), help="The run folder.")
+@click.option("--epochs", default=15, show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--lr", default=3e-3, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--false-alarm-rate",
+    default=0.05,
+    show_default=True,
+    help="Share of held-out normal clips allowed above the threshold.",
+)
+@click.option("--size", default="48", show_default=True, help="Video frame size, 48 or HxW.")
+@click.option("--window", default=128, show_default=True, help="Series: training window length.")
+@click.option("--overwrite", is_flag=True)
+def anomaly_fit(data, out, epochs, batch_size, lr, seed, false_alarm_rate, size, window, overwrite) -> None:
+    """Learn what normal looks like from DATA: a folder of normal videos (DATA/train/normal if present), or a
+    normal series (aeon:KDD-TSAD_135's training part, a CSV, a .npy)."""
+    from .errors import CnnlstmError
+    from .train.anomaly import fit_anomaly
+    from .train.fit import TrainOptions
+
+    _setup_logging()
+    try:
+        opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, overwrite=overwrite)
+        s = fit_anomaly(data, out, opts, window=window, false_alarm_rate=false_alarm_rate, size=_size(size))
+    except CnnlstmError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(
+        f"learnt {s['train_series']} normal {s['kind']} sequences in {s['seconds']} s; threshold "
+        f"{s['threshold']:.3f} from {s['val_series']} held-out normal ones (false-alarm rate {false_alarm_rate})"
+    )
+    click.echo(f"run folder: {out}")
+
+
+@anomaly.command("score")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.argument("data")
+@click.option("--out", default=None, type=click.Path(), help="Folder for the timelines (default RUN/scores).")
+@click.option("--json", "as_json", is_flag=True)
+def anomaly_score(run, data, out, as_json) -> None:
+    """Score DATA with RUN: per-clip scores and flags (videos; normal/ and anomaly/ subfolders give labels) or
+    per-step scores (a series; an is_anomaly column gives labels); AUROC and precision/recall with labels."""
+    import json
+
+    from .errors import CnnlstmError
+    from .train.anomaly import score_anomaly
+
+    _setup_logging()
+    try:
+        r = score_anomaly(run, data, out)
+    except CnnlstmError as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(
+            json.dumps(
+                {k: v for k, v in r.items() if k != "clips"}
+                | {"clips": [{k: v for k, v in c.items() if k != "z"} for c in r.get("clips", [])]},
+                indent=2,
+            )
+        )
+        return
+    for c in r.get("clips", []):
+        flag = "ANOMALY" if c["flag"] else "normal"
+        click.echo(f"{c['score']:8.3f}  {flag:<7}  {c['path']}")
+    if "steps" in r:
+        click.echo(f"{r['steps']} steps scored; highest at step {r['max_step']}")
+    if "auroc" in r:
+        click.echo(
+            f"AUROC {r['auroc']:.3f}; at the threshold {r['threshold']:.3f}: precision {r['precision']:.3f}, "
+            f"recall {r['recall']:.3f}" + (f"; true region ranks {r['region_rank']}" if "region_rank" in r else "")
+        )
+    click.echo(f"timeline: {r['png']}")
+
+
 def _forward_params(model) -> set[str]:
     import inspect
 

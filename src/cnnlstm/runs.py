@@ -57,7 +57,9 @@ def load_run(run: str | Path) -> Run:
     model = CNNLSTM.from_pretrained(path).eval()
     classes = json.loads((path / "labels.json").read_text())
     d = json.loads((path / "data.json").read_text())
-    if d.pop("kind", "video") == "series":
+    d.pop("anomaly", None)  # an anomaly run's threshold and statistics: cnnlstm.train.anomaly reads them
+    kind = d.pop("kind", "video")
+    if kind.startswith("series"):
         spec: ClipSpec | SeriesSpec = SeriesSpec(**d)
     else:
         spec = ClipSpec.from_dict(d)

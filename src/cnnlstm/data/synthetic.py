@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import require
 from .video import write_video
 
-__all__ = ["CLASSES", "make_moving_digits", "moving_digit_frames"]
+__all__ = ["ANOMALIES", "CLASSES", "make_anomaly_videos", "make_moving_digits", "moving_digit_frames"]
 
 # (axis of motion, direction, which half): axis 0 = horizontal, 1 = vertical
 CLASSES = {
@@ -136,3 +136,72 @@ def make_moving_digits(
                 if progress is not None:
                     progress(done, total)
     return root
+
+
+ANOMALIES = ("jump", "freeze", "reverse", "novel")
+
+
+def _novel_sprite() -> np.ndarray:
+    """An 8x8 hollow square with a cross: a shape no digit looks like."""
+    s = np.zeros((8, 8), np.float32)
+    s[0, :] = s[-1, :] = s[:, 0] = s[:, -1] = 255.0
+    np.fill_diagonal(s, 255.0)
+    np.fill_diagonal(s[:, ::-1], 255.0)
+    return s
+
+
+def make_anomaly_videos(root: str | Path, normal_train: int = 160, normal_test: int = 40, per_anomaly: int = 10,
+                        seed: int = 0, size: tuple[int, int] = (64, 64), frames: int = 24) -> Path:
+    """The built-in anomaly set: smooth moving digits are normal; a sudden jump, a freeze, a reversal
+    mid-clip, and an object that never appears in training are anomalies.
+
+    Writes ``root/train/normal/*.mp4`` (normal only), ``root/test/normal/*.mp4`` and
+    ``root/test/anomaly/KIND_NNNN.mp4``. Returns ``root``.
+    """
+    root = Path(root)
+    digits = _digits()
+    rng = np.random.default_rng(seed)
+    names = list(CLASSES)
+    h, w = size
+
+    def write(folder: Path, name: str, anomaly: str | None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        sprite = _novel_sprite() if anomaly == "novel" else digits[int(rng.integers(len(digits)))]
+        motion = None if anomaly == "novel" else anomaly
+        label = names[int(rng.integers(len(names)))]
+        write_video(folder / name, moving_digit_frames(label, sprite, rng, frames, h, w, anomaly=motion), fps=25)
+
+    for i in range(normal_train):
+        write(root / "train" / "normal", f"{i:04d}.mp4", None)
+    for i in range(normal_test):
+        write(root / "test" / "normal", f"{i:04d}.mp4", None)
+    for kind in ANOMALIES:
+        for i in range(per_anomaly):
+            write(root / "test" / "anomaly", f"{kind}_{i:04d}.mp4", kind)
+    return root
+
+
+def injected_anomaly_series(length: int = 4000, seed: int = 0, every: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy two-period sine with anomalies injected after its first quarter: spikes, level shifts, flat-lines.
+
+    Returns:
+        ``(values (length, 1), labels (length,))``; labels are 1 on injected steps. The first quarter is clean
+        (to train on); one anomaly starts every ``every`` steps after it, cycling through the three kinds.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    v = np.sin(2 * np.pi * t / 50) + 0.5 * np.sin(2 * np.pi * t / 13) + rng.normal(0, 0.1, length)
+    labels = np.zeros(length, np.int64)
+    kinds = ("spike", "level", "flat")
+    for k, start in enumerate(range(length // 4 + every // 2, length - 40, every)):
+        kind = kinds[k % 3]
+        if kind == "spike":
+            v[start] += rng.choice([-1, 1]) * rng.uniform(3, 5)
+            labels[start] = 1
+        elif kind == "level":
+            v[start : start + 30] += rng.choice([-1, 1]) * rng.uniform(1.5, 2.5)
+            labels[start : start + 30] = 1
+        else:
+            v[start : start + 30] = v[start]
+            labels[start : start + 30] = 1
+    return v.astype(np.float32)[:, None], labels

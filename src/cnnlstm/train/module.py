@@ -80,6 +80,23 @@ class ClipClassifier(L.LightningModule):
             return None
         out = self(x, batch["lengths"])  # (N, classes) | forecast: (N, horizon, targets)
         n = len(x)
+        if self.hparams.task == "anomaly":  # learn the next step of normal data
+            from ..anomaly import next_step_errors
+
+            kind = "video" if "video" in batch else "series"
+            err = next_step_errors(self.model, x, kind, lengths=batch["lengths"])  # (N, T)
+            steps = (err.shape[1] - 1) * len(x) if batch["lengths"] is None else int((batch["lengths"] - 1).sum())
+            loss = err.sum() / max(1, steps)
+            self.log(
+                f"{stage}_loss",
+                loss,
+                prog_bar=True,
+                on_step=stage == "train",
+                on_epoch=True,
+                batch_size=n,
+                sync_dist=True,
+            )
+            return loss
         if self.hparams.task == "forecast":
             loss = F.mse_loss(out, batch["target"])
             self.log(

@@ -144,3 +144,47 @@ def plot_forecast(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def plot_scores(
+    scores: Sequence[Sequence[float]],
+    names: Sequence[str],
+    threshold: float,
+    path: str | Path,
+    labels: Sequence[int | None] | None = None,
+    series: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+) -> Path:
+    """Standardised anomaly score per step, one line per clip (anomalies red), threshold dashed.
+
+    For one series, the series itself is drawn above its scores, with the true anomaly shaded.
+    """
+    plt = _plt()
+    rows = 2 if series is not None else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 3.2 * rows), squeeze=False, sharex=series is not None)
+    ax = axes[-1, 0]
+    for i, z in enumerate(scores):
+        lab = labels[i] if labels is not None else None
+        color = "tab:red" if lab == 1 else ("tab:blue" if lab == 0 else None)
+        ax.plot(range(1, len(z) + 1) if series is None else range(len(z)), z, linewidth=0.8, alpha=0.7, color=color)
+    ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:.2f}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("standardised error")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    if series is not None:
+        top = axes[0, 0]
+        top.plot(series, color="black", linewidth=0.6)
+        if truth is not None and truth.any():
+            idx = np.flatnonzero(truth)
+            for a in (top, ax):
+                a.axvspan(idx[0], idx[-1], color="tab:red", alpha=0.2)
+        top.set_title(names[0], fontsize=9)
+    else:
+        ax.set_title(
+            f"{len(scores)} clips" + (" (red: anomalies, blue: normal)" if labels is not None else ""), fontsize=9
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
