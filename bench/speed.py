@@ -1,0 +1,197 @@
+"""The reference CNN-LSTM in four implementations, side by side: inference and training clips/s at batch 8 and 32,
+peak resident memory of a training step, matmul peak and the model's FLOPs.
+
+Run: python bench/speed.py [--repeats 5] [--no-keras]
+
+Reference model (issue 5): 16 frames of 3x112x112, 4 blocks conv 3x3 - BatchNorm - ReLU - maxpool 2x2 (32, 64, 128,
+256), global average pooling, LSTM 256, Linear 10. Implementations, all with the same trainable parameters:
+cnnlstm's default CNNLSTM; plain PyTorch with frames folded into the batch; plain PyTorch with a Python loop over
+frames; Keras 3 on TensorFlow with TimeDistributed(CNN) + LSTM (in its own virtual environment, bench/.venv-keras,
+made by this script). Each measurement runs in a fresh process, so peak memory is the step's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+
+def plain_modules():
+    import torch
+    from torch import nn
+
+    layers, c_in = [], 3
+    for c in (32, 64, 128, 256):
+        layers += [
+            nn.Conv2d(c_in, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
+        c_in = c
+    return nn.Sequential(*layers), nn.LSTM(256, 256, batch_first=True), nn.Linear(256, 10), torch
+
+
+def build(impl: str):
+    import torch
+    from torch import nn
+
+    if impl == "cnnlstm":
+        from cnnlstm import CNNLSTM
+
+        return CNNLSTM(input_shape=(16, 3, 112, 112), num_classes=10)
+    cnn, lstm, fc, _ = plain_modules()
+
+    class Folded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cnn, self.lstm, self.fc = cnn, lstm, fc
+
+        def forward(self, x):  # (N, T, C, H, W)
+            n, t = x.shape[:2]
+            f = self.cnn(x.flatten(0, 1)).mean(dim=(2, 3)).unflatten(0, (n, t))  # (N, T, 256)
+            return self.fc(self.lstm(f)[0][:, -1])
+
+    class Loop(Folded):
+        def forward(self, x):
+            f = torch.stack([self.cnn(x[:, i]).mean(dim=(2, 3)) for i in range(x.shape[1])], dim=1)
+            return self.fc(self.lstm(f)[0][:, -1])
+
+    return {"plain-folded": Folded, "plain-loop": Loop}[impl]()
+
+
+def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
+    import torch
+
+    model = build(impl)
+    x = torch.randn(batch, 16, 3, 112, 112)
+    y = torch.zeros(batch, dtype=torch.long)
+    times = []
+    if what == "infer":
+        model.eval()
+        with torch.inference_mode():
+            model(x)
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - t0)
+    else:
+        model.train()
+        opt = torch.optim.Adam(model.parameters())
+        for i in range(repeats + 1):
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            if i:
+                times.append(time.perf_counter() - t0)
+    trainable = sum(p.numel() for p in model.parameters())
+    return {
+        "times": times,
+        "trainable": trainable,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def flops_per_clip() -> dict:
+    """Forward FLOPs (multiply-add = 2) of the reference model, per clip, with the arithmetic."""
+    parts, h, c_in, total = [], 112, 3, 0
+    for c in (32, 64, 128, 256):
+        f = 2 * h * h * c * c_in * 9 * 16
+        parts.append(f"conv {c_in}->{c} at {h}x{h}: 2*{h}*{h}*{c}*{c_in}*9*16 frames = {f / 1e9:.3f} GFLOP")
+        total += f
+        h //= 2
+        c_in = c
+    lstm = 2 * 16 * 4 * 256 * (256 + 256)
+    parts.append(f"LSTM: 2*16 steps*4 gates*256*(256+256) = {lstm / 1e9:.4f} GFLOP")
+    return {"gflop": (total + lstm) / 1e9, "conv_share": total / (total + lstm), "arithmetic": parts}
+
+
+def matmul_peak(repeats: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best = min((lambda: (t := time.perf_counter(), a @ b, time.perf_counter() - t)[2])() for _ in range(repeats))
+    return 2 * 2048**3 / best / 1e9
+
+
+def keras_python() -> Path | None:
+    py = HERE / ".venv-keras" / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(HERE / ".venv-keras")], check=True)
+        r = subprocess.run([str(py), "-m", "pip", "install", "-q", "tensorflow-cpu", "keras"])
+        if r.returncode:
+            return None
+    return py
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-keras", action="store_true")
+    ap.add_argument("--batches", default="8,32")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        impl, what, batch, repeats = args.child
+        print(json.dumps(run_torch(impl, what, int(batch), int(repeats))))
+        return
+    from _common import machine, save, summary
+
+    impls = ["cnnlstm", "plain-folded", "plain-loop"]
+    kpy = None if args.no_keras else keras_python()
+    if kpy:
+        impls.append("keras-tf")
+    results: dict = {}
+    for batch in [int(b) for b in args.batches.split(",")]:
+        for what in ("infer", "train"):
+            reps = args.repeats if what == "infer" else max(2, args.repeats // 2)
+            for impl in impls:  # one fresh process per cell
+                if impl == "keras-tf":
+                    cmd = [str(kpy), str(HERE / "_keras_ref.py"), what, str(batch), str(reps)]
+                else:
+                    cmd = [sys.executable, __file__, "--child", impl, what, str(batch), str(reps)]
+                out = subprocess.run(cmd, capture_output=True, text=True)
+                if out.returncode:
+                    print(f"{impl} {what} batch {batch} failed: {out.stderr[-500:]}")
+                    continue
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                clips = [batch / t for t in r["times"]]
+                results[f"{impl} {what} b{batch}"] = {
+                    **summary(clips),
+                    "trainable": r["trainable"],
+                    "peak_rss_mb": r["peak_rss_mb"],
+                }
+                print(
+                    f"{impl:<13} {what:<5} batch {batch:>2}: {summary(clips)['median']:7.2f} clips/s "
+                    f"(min {min(clips):.2f}, max {max(clips):.2f}), peak RSS {r['peak_rss_mb']:.0f} MB, "
+                    f"trainable {r['trainable']:,}",
+                    flush=True,
+                )
+    params = {k.split()[0]: v["trainable"] for k, v in results.items()}
+    if len(set(params.values())) != 1:
+        raise SystemExit(f"implementations differ in trainable parameters: {params}")
+    fl = flops_per_clip()
+    peak = matmul_peak()
+    for k, v in results.items():  # training counts forward + backward as 3x the forward FLOPs
+        v["pct_of_matmul_peak"] = 100 * v["median"] * fl["gflop"] * (1 if " infer " in k else 3) / peak
+    result = {"machine": machine(), "flops": fl, "matmul_gflops": peak, "results": results, "trainable_params": params}
+    save("speed", result)
+    print(
+        f"processor {result['machine'].get('processor')}, matmul peak {peak:.0f} GFLOP/s, "
+        f"{fl['gflop']:.2f} GFLOP per clip forward ({100 * fl['conv_share']:.1f}% in convolutions)"
+    )
+    print(f"trainable parameters, every implementation: {next(iter(params.values())):,}")
+
+
+if __name__ == "__main__":
+    main()
