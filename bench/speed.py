@@ -7,7 +7,9 @@ Reference model (issue 5): 16 frames of 3x112x112, 4 blocks conv 3x3 - BatchNorm
 256), global average pooling, LSTM 256, Linear 10. Implementations, all with the same trainable parameters:
 cnnlstm's default CNNLSTM; plain PyTorch with frames folded into the batch; plain PyTorch with a Python loop over
 frames; Keras 3 on TensorFlow with TimeDistributed(CNN) + LSTM (in its own virtual environment, bench/.venv-keras,
-made by this script). Each measurement runs in a fresh process, so peak memory is the step's own.
+made by this script). Each measurement runs in a fresh process, so peak memory is the step's own. Parameters are
+compared as Keras counts them: PyTorch's LSTM has a second, redundant bias vector (b_ih + b_hh is Keras' one
+bias), which is left out of the count.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
             opt.step()
             if i:
                 times.append(time.perf_counter() - t0)
-    trainable = sum(p.numel() for p in model.parameters())
+    # PyTorch's LSTM keeps two bias vectors (b_ih + b_hh) where Keras keeps their sum: count one, as Keras does
+    trainable = sum(p.numel() for n, p in model.named_parameters() if "bias_hh" not in n)
     return {
         "times": times,
         "trainable": trainable,
