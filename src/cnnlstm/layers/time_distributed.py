@@ -56,6 +56,18 @@ def freeze_batchnorm(module: nn.Module) -> None:
                 p.requires_grad_(False)
 
 
+def _tracing() -> bool:
+    """True while torch.export, torch.compile or torch.jit.trace records the forward."""
+    return torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
+def _auto_chunk(frames: torch.Tensor) -> int:
+    """Frames per call at inference: about 4 frames of 112x112 (50,176 pixels), at least 1."""
+    if frames.dim() != 4:
+        return frames.shape[0]
+    return max(1, (4 * 112 * 112) // (frames.shape[-1] * frames.shape[-2]))
+
+
 class TimeDistributed(nn.Module):
     """Apply ``module`` to every step of ``(N, T, *)`` in one folded call.
 
@@ -69,8 +81,16 @@ class TimeDistributed(nn.Module):
             keeps every BatchNorm in eval mode (running statistics, no updates, affine
             parameters not trained), the safe choice for a pretrained backbone whose
             statistics should not be overwritten by ``N*T`` correlated frames.
-        chunk_size: frames per call in eval mode; ``None`` folds all at once. Train mode
-            always folds all frames at once, so BatchNorm sees all of them.
+        chunk_size: frames per call in eval mode. ``None`` (default) picks it from the frame
+            size (about 4 frames of 112x112: the activations of a chunk stay near the CPU's
+            caches); a large number folds all frames at once. Train mode always folds all frames
+            at once, so BatchNorm sees all of them.
+
+    Speed: on the CPU, image frames ``(B, C, H, W)`` run in ``channels_last`` memory format
+    (the module's weights are converted once), and in eval mode in chunks. On a 2-core CPU
+    this made the reference model's inference about 3x and its training step about 1.5x
+    faster than folding all NCHW frames at once (``bench/speed.py``); the outputs agree to
+    float32 rounding.
 
     Shapes:
         x: ``(N, T, *in)``; lengths: optional ``(N,)``, valid steps per sequence. With
@@ -93,6 +113,7 @@ class TimeDistributed(nn.Module):
         self.module = module
         self.bn = bn
         self.chunk_size = chunk_size
+        self._channels_last = False
         if bn == "frozen":
             freeze_batchnorm(module)
 
@@ -115,10 +136,20 @@ class TimeDistributed(nn.Module):
         return y
 
     def _run(self, frames: torch.Tensor) -> torch.Tensor:  # (B, *in) -> (B, *out)
-        b = frames.shape[0]
-        if self.chunk_size is None or b <= self.chunk_size or self.training:
-            return self._call(frames)
-        return torch.cat([self._call(c) for c in frames.split(self.chunk_size)], dim=0)
+        if frames.device.type == "meta" or _tracing():
+            return self._call(frames)  # a dry run, or a traced graph that must keep a dynamic N*T
+        images = frames.dim() == 4 and frames.device.type == "cpu"
+        if images and not self._channels_last:
+            self.module.to(memory_format=torch.channels_last)  # once: NCHW convolutions pay reorders on CPU
+            self._channels_last = True
+        if self.training:  # one call: BatchNorm's statistics over all N*T frames
+            return self._call(frames.contiguous(memory_format=torch.channels_last) if images else frames)
+        chunk = self.chunk_size or _auto_chunk(frames)
+        if images:
+            parts = [self._call(c.contiguous(memory_format=torch.channels_last)) for c in frames.split(chunk)]
+        else:
+            parts = [self._call(c) for c in frames.split(chunk)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Args: x ``(N, T, *in)``; lengths optional ``(N,)``. Returns ``(N, T, *out)``."""

@@ -1,0 +1,63 @@
+"""Every speed path gives the plain path's outputs (float32, 1e-4): chunks, channels_last, train and eval."""
+
+import copy
+
+import pytest
+import torch
+
+import cnnlstm as cl
+
+
+def _plain(model: cl.CNNLSTM, x: torch.Tensor) -> torch.Tensor:
+    """The reference computation: all frames folded at once, NCHW, straight through each part."""
+    cnn = model.backbone.module  # never run through TimeDistributed: its weights keep their NCHW format
+    n, t = x.shape[:2]
+    maps = cnn(x.flatten(0, 1).contiguous()).unflatten(0, (n, t))  # (N, T, C, H, W)
+    return model.head(model.rnn(model.bridge(maps))[0])
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3, 1000])
+@pytest.mark.parametrize("size", [32, 112])
+def test_fast_inference_equals_the_plain_path(chunk, size):
+    torch.manual_seed(0)
+    model = cl.CNNLSTM(
+        input_shape=(5, 3, size, size),
+        num_classes=4,
+        hidden_size=16,
+        chunk_size=chunk,
+        backbone_options={"channels": (8, 16)},
+    ).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(3, 5, 3, size, size)
+    with torch.no_grad():
+        ref = _plain(copy.deepcopy(model), x)
+        got = model(x)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-4)
+    assert model.backbone.module[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fast_training_step_equals_the_plain_path():
+    torch.manual_seed(0)
+    model = cl.CNNLSTM(input_shape=(4, 3, 32, 32), num_classes=3, hidden_size=8, backbone_options={"channels": (8,)})
+    x = torch.randn(2, 4, 3, 32, 32)
+    plain = copy.deepcopy(model)
+    out = model.train()(x)
+    ref = _plain(plain.train(), x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
+    out.sum().backward()
+    ref.sum().backward()
+    g, r = model.backbone.module[0].conv.weight.grad, plain.backbone.module[0].conv.weight.grad
+    torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+    bn, bn_ref = model.backbone.module[0].bn, plain.backbone.module[0].bn
+    torch.testing.assert_close(bn.running_mean, bn_ref.running_mean, rtol=0, atol=1e-6)  # stats over all N*T frames
+
+
+def test_chunk_is_picked_from_the_frame_size():
+    from cnnlstm.layers.time_distributed import _auto_chunk
+
+    assert _auto_chunk(torch.empty(100, 3, 112, 112)) == 4
+    assert _auto_chunk(torch.empty(100, 3, 56, 56)) == 16
+    assert _auto_chunk(torch.empty(100, 3, 1024, 1024)) == 1
