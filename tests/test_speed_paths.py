@@ -61,3 +61,30 @@ def test_chunk_is_picked_from_the_frame_size():
     assert _auto_chunk(torch.empty(100, 3, 112, 112)) == 4
     assert _auto_chunk(torch.empty(100, 3, 56, 56)) == 16
     assert _auto_chunk(torch.empty(100, 3, 1024, 1024)) == 1
+
+
+def test_folded_batchnorm_copy_follows_the_weights():
+    torch.manual_seed(0)
+    model = cl.CNNLSTM(input_shape=(3, 3, 32, 32), num_classes=3, hidden_size=8, backbone_options={"channels": (8,)})
+    x = torch.randn(2, 3, 3, 32, 32)
+    with torch.inference_mode():
+        before = model.eval()(x)
+    fused = model.backbone._fused[1]
+    assert isinstance(fused[0].bn, torch.nn.Identity) and fused is not model.backbone.module
+    assert "_fused" not in " ".join(model.state_dict())
+    model.train()(x).sum().backward()  # trainable after an inference-mode forward; BN statistics move
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    with torch.inference_mode():
+        after = model.eval()(x)
+        plain = _plain(copy.deepcopy(model), x)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, plain, rtol=0, atol=1e-4)  # the copy was rebuilt from the new weights
+
+
+def test_hooks_on_the_backbone_keep_it_unfused():
+    model = cl.CNNLSTM(input_shape=(3, 3, 32, 32), num_classes=3, hidden_size=8, backbone_options={"channels": (8,)})
+    seen = []
+    model.backbone.module[0].conv.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.inference_mode():
+        model.eval()(torch.randn(2, 3, 3, 32, 32))
+    assert seen, "a user's hook must fire"
