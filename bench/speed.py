@@ -5,7 +5,8 @@ Run: python bench/speed.py [--repeats 5] [--no-keras]
 
 Reference model (issue 5): 16 frames of 3x112x112, 4 blocks conv 3x3 - BatchNorm - ReLU - maxpool 2x2 (32, 64, 128,
 256), global average pooling, LSTM 256, Linear 10. Implementations, all with the same trainable parameters:
-cnnlstm's default CNNLSTM; plain PyTorch with frames folded into the batch; plain PyTorch with a Python loop over
+cnnlstm's default CNNLSTM (as a library, and as the cnnlstm command runs it, with glibc's mmap threshold raised);
+plain PyTorch with frames folded into the batch; plain PyTorch with a Python loop over
 frames; Keras 3 on TensorFlow with TimeDistributed(CNN) + LSTM (in its own virtual environment, bench/.venv-keras,
 made by this script). Each measurement runs in a fresh process, so peak memory is the step's own. Parameters are
 compared as Keras counts them: PyTorch's LSTM has a second, redundant bias vector (b_ih + b_hh is Keras' one
@@ -150,7 +151,7 @@ def main() -> None:
         return
     from _common import machine, save, summary
 
-    impls = ["cnnlstm", "plain-folded", "plain-loop"]
+    impls = ["cnnlstm", "cnnlstm-cmd", "plain-folded", "plain-loop"]
     kpy = None if args.no_keras else keras_python()
     if kpy:
         impls.append("keras-tf")
@@ -162,8 +163,15 @@ def main() -> None:
                 if impl == "keras-tf":
                     cmd = [str(kpy), str(HERE / "_keras_ref.py"), what, str(batch), str(reps)]
                 else:
-                    cmd = [sys.executable, __file__, "--child", impl, what, str(batch), str(reps)]
-                out = subprocess.run(cmd, capture_output=True, text=True)
+                    cmd = [sys.executable, __file__, "--child", impl.removesuffix("-cmd"), what, str(batch), str(reps)]
+                env = None
+                if impl == "cnnlstm-cmd":  # the library as the cnnlstm command runs it: glibc thresholds raised
+                    import os
+
+                    from cnnlstm.cli import FAST_MALLOC
+
+                    env = {**os.environ, **FAST_MALLOC}
+                out = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if out.returncode:
                     print(f"{impl} {what} batch {batch} failed: {out.stderr[-500:]}")
                     continue

@@ -1,5 +1,6 @@
 """The `cnnlstm` command, through click's runner and as a real subprocess."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -71,3 +72,21 @@ def test_doctor_user_file_needs_a_factory_name(tmp_path):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "cnnlstm.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "cnnlstm" in out.stdout
+
+
+def test_the_command_reexecutes_once_with_glibc_thresholds_raised():
+    code = (
+        "import os; from cnnlstm.cli import _fast_malloc; _fast_malloc(); "
+        "print(os.environ.get('MALLOC_MMAP_THRESHOLD_'))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "CNNLSTM_NO_"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == str(1 << 34)
+    off = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "CNNLSTM_NO_MALLOC_TUNING": "1"},
+    )
+    assert off.stdout.strip() == "None"
