@@ -18,7 +18,7 @@ from ..data.video import VIDEO_EXTENSIONS, read_frames
 from ..errors import DataError
 from ..model import CNNLSTM
 from ..runs import load_run
-from .fit import TrainOptions, _finish, _fit, _prepare, _summary, write_json
+from .fit import TrainOptions, _finish, _fit, _prepare, _summary, window_loader, write_json
 
 __all__ = ["fit_anomaly", "score_anomaly"]
 
@@ -103,23 +103,7 @@ def fit_anomaly(
         model = CNNLSTM(
             **SERIES_MODEL, layout="NTF", input_shape=(None, v.shape[1]), head="frames", num_classes=v.shape[1]
         )
-        batches = [{"series": x, "label": None, "lengths": None, "index": i, "skipped": []} for i, x in enumerate(xs)]
-
-        def collate(b):
-            return {
-                "series": torch.stack([e["series"] for e in b]),
-                "lengths": None,
-                "index": torch.tensor([e["index"] for e in b]),
-                "skipped": [],
-            }
-
-        loader = torch.utils.data.DataLoader(
-            batches,
-            batch_size=opts.batch_size,
-            shuffle=True,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(opts.seed),
-        )
+        loader = window_loader(opts, xs)
         held_seqs = [
             torch.from_numpy(v[s : s + window])
             for s in range(cut, max(cut + 1, len(v) - window + 1), max(1, window // 2))

@@ -26,7 +26,7 @@ from ..model import CNNLSTM, _atomic_write
 from .module import AtomicCheckpointIO, ClipClassifier, L
 from .plots import plot_curves
 
-__all__ = ["SERIES_MODEL", "TrainOptions", "fit_series", "fit_videos", "write_json"]
+__all__ = ["SERIES_MODEL", "TrainOptions", "fit_series", "fit_videos", "window_loader", "write_json"]
 
 log = logging.getLogger("cnnlstm.train")
 
@@ -71,6 +71,25 @@ def _loader(ds: VideoDataset, opts: TrainOptions, shuffle: bool) -> torch.utils.
         # workers start from a clean server process: forking a process that already runs decoder, probe and
         # OpenMP threads can deadlock a worker on a lock copied in its held state
         multiprocessing_context="forkserver" if opts.workers > 0 else None,
+        generator=torch.Generator().manual_seed(opts.seed),
+    )
+
+
+def window_loader(opts: TrainOptions, series: torch.Tensor, target: torch.Tensor | None = None):
+    """Shuffled batches of equal-length windows: ``{"series": (B, T, F)[, "target": (B, ...)], ...}``."""
+
+    def collate(idx: list[int]) -> dict[str, Any]:
+        i = torch.tensor(idx)
+        batch = {"series": series[i], "lengths": None, "index": i, "skipped": []}
+        if target is not None:
+            batch["target"] = target[i]
+        return batch
+
+    return torch.utils.data.DataLoader(
+        range(len(series)),
+        batch_size=opts.batch_size,
+        shuffle=True,
+        collate_fn=collate,
         generator=torch.Generator().manual_seed(opts.seed),
     )
 

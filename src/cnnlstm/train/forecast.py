@@ -20,7 +20,7 @@ from ..data.series import Normalizer, load_sequence
 from ..errors import ConfigError, DataError
 from ..model import CNNLSTM
 from ..runs import load_run
-from .fit import TrainOptions, _finish, _fit, _prepare, _summary
+from .fit import TrainOptions, _finish, _fit, _prepare, _summary, window_loader
 
 __all__ = ["fit_forecast", "forecast", "mase"]
 
@@ -83,24 +83,7 @@ def fit_forecast(
         head_options={"horizon": horizon},
     )
     model = CNNLSTM(**model_kw)
-    ds = [{"series": x[i], "target": y[i], "index": i} for i in range(len(x))]
-
-    def collate(batch):
-        return {
-            "series": torch.stack([b["series"] for b in batch]),
-            "target": torch.stack([b["target"] for b in batch]),
-            "lengths": None,
-            "index": torch.tensor([b["index"] for b in batch]),
-            "skipped": [],
-        }
-
-    loader = torch.utils.data.DataLoader(
-        ds,
-        batch_size=opts.batch_size,
-        shuffle=True,
-        collate_fn=collate,
-        generator=torch.Generator().manual_seed(opts.seed),
-    )
+    loader = window_loader(opts, x, y)  # (N, lookback, F) -> (N, horizon, k)
     trainer, ckpt, module = _fit(model, loader, None, out, opts, resume_from, task="forecast")
     if not trainer.is_global_zero:
         return {}

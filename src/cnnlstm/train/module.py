@@ -78,15 +78,18 @@ class ClipClassifier(L.LightningModule):
         x = batch["video"] if "video" in batch else batch["series"]  # (N, T, C, H, W) | (N, T, F)
         if x is None:
             return None
-        out = self(x, batch["lengths"])  # (N, classes) | forecast: (N, horizon, targets)
         n = len(x)
-        if self.hparams.task == "anomaly":  # learn the next step of normal data
-            from ..anomaly import next_step_errors
+        if self.hparams.task in ("anomaly", "forecast"):
+            if self.hparams.task == "anomaly":  # learn the next step of normal data
+                from ..anomaly import next_step_errors
 
-            kind = "video" if "video" in batch else "series"
-            err = next_step_errors(self.model, x, kind, lengths=batch["lengths"])  # (N, T)
-            steps = (err.shape[1] - 1) * len(x) if batch["lengths"] is None else int((batch["lengths"] - 1).sum())
-            loss = err.sum() / max(1, steps)
+                kind = "video" if "video" in batch else "series"
+                err = next_step_errors(self.model, x, kind, lengths=batch["lengths"])  # (N, T)
+                lengths = batch["lengths"]
+                steps = (err.shape[1] - 1) * len(x) if lengths is None else int((lengths - 1).sum())
+                loss = err.sum() / max(1, steps)
+            else:
+                loss = F.mse_loss(self(x), batch["target"])  # (N, horizon, targets)
             self.log(
                 f"{stage}_loss",
                 loss,
@@ -97,19 +100,7 @@ class ClipClassifier(L.LightningModule):
                 sync_dist=True,
             )
             return loss
-        if self.hparams.task == "forecast":
-            loss = F.mse_loss(out, batch["target"])
-            self.log(
-                f"{stage}_loss",
-                loss,
-                prog_bar=True,
-                on_step=stage == "train",
-                on_epoch=True,
-                batch_size=n,
-                sync_dist=True,
-            )
-            return loss
-        logits = out
+        logits = self(x, batch["lengths"])  # (N, classes)
         loss = F.cross_entropy(logits, batch["label"])
         acc = (logits.argmax(-1) == batch["label"]).float().mean()
         on_step = stage == "train"
