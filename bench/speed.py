@@ -1,7 +1,7 @@
 """The reference CNN-LSTM in four implementations, side by side: inference and training clips/s at batch 8 and 32,
 peak resident memory of a training step, matmul peak and the model's FLOPs.
 
-Run: python bench/speed.py [--repeats 5] [--no-keras]
+Run: python bench/speed.py [--repeats 5] [--no-keras] [--bf16]
 
 Reference model (issue 5): 16 frames of 3x112x112, 4 blocks conv 3x3 - BatchNorm - ReLU - maxpool 2x2 (32, 64, 128,
 256), global average pooling, LSTM 256, Linear 10. Implementations, all with the same trainable parameters:
@@ -72,9 +72,15 @@ def build(impl: str):
 
 
 def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
+    import contextlib
+
     import torch
 
-    model = build(impl)
+    bf16 = impl.endswith("-bf16")  # the opt-in lower-precision path: bfloat16 autocast (Lightning's bf16-mixed)
+    model = build(impl.removesuffix("-bf16"))
+    if bf16:
+        model.set_precision("bf16")
+    cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     x = torch.randn(batch, 16, 3, 112, 112)
     y = torch.zeros(batch, dtype=torch.long)
     times = []
@@ -92,7 +98,9 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
         for i in range(repeats + 1):
             t0 = time.perf_counter()
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
+            with cast:
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
             opt.step()
             if i:
                 times.append(time.perf_counter() - t0)
@@ -143,6 +151,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-keras", action="store_true")
     ap.add_argument("--batches", default="8,32")
+    ap.add_argument("--bf16", action="store_true", help="Also the opt-in bfloat16 path (as the command runs it).")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -152,6 +161,8 @@ def main() -> None:
     from _common import machine, save, summary
 
     impls = ["cnnlstm", "cnnlstm-cmd", "plain-folded", "plain-loop"]
+    if args.bf16:
+        impls.append("cnnlstm-cmd-bf16")
     kpy = None if args.no_keras else keras_python()
     if kpy:
         impls.append("keras-tf")
@@ -163,9 +174,11 @@ def main() -> None:
                 if impl == "keras-tf":
                     cmd = [str(kpy), str(HERE / "_keras_ref.py"), what, str(batch), str(reps)]
                 else:
-                    cmd = [sys.executable, __file__, "--child", impl.removesuffix("-cmd"), what, str(batch), str(reps)]
+                    cmd = [sys.executable, __file__, "--child", impl.replace("-cmd", ""), what, str(batch), str(reps)]
                 env = None
-                if impl == "cnnlstm-cmd":  # the library as the cnnlstm command runs it: glibc thresholds raised
+                if impl.startswith(
+                    "cnnlstm-cmd"
+                ):  # the library as the cnnlstm command runs it: glibc thresholds raised
                     import os
 
                     from cnnlstm.cli import FAST_MALLOC

@@ -441,8 +441,15 @@ def _print_eval(result: dict) -> None:
     is_flag=True,
     help="Without split folders, evaluate every video (default: those the run held out).",
 )
+@click.option(
+    "--precision",
+    default="32",
+    show_default=True,
+    type=click.Choice(["32", "bf16"]),
+    help="bf16: bfloat16 inference (opt-in; fast on CPUs with AVX512-BF16/AMX).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
-def evaluate(run, data, split, sampling, batch_size, workers, all_videos, as_json) -> None:
+def evaluate(run, data, split, sampling, batch_size, workers, all_videos, precision, as_json) -> None:
     """Accuracy, macro-F1 and a per-class table of RUN on labelled videos DATA; writes a confusion-matrix PNG."""
     import json
 
@@ -451,7 +458,9 @@ def evaluate(run, data, split, sampling, batch_size, workers, all_videos, as_jso
 
     _setup_logging()
     try:
-        result = run_evaluate(run, data, split, sampling, batch_size, workers, all_videos=all_videos)
+        result = run_evaluate(
+            run, data, split, sampling, batch_size, workers, all_videos=all_videos, precision=precision
+        )
     except CnnlstmError as e:
         raise click.ClickException(str(e)) from None
     if as_json:
@@ -465,8 +474,15 @@ def evaluate(run, data, split, sampling, batch_size, workers, all_videos, as_jso
 @click.argument("videos", nargs=-1, required=True)
 @click.option("--top-k", default=3, show_default=True)
 @click.option("--sampling", default=None, type=click.Choice(["uniform", "random", "dense"]))
+@click.option(
+    "--precision",
+    default="32",
+    show_default=True,
+    type=click.Choice(["32", "bf16"]),
+    help="bf16: bfloat16 inference (opt-in; fast on CPUs with AVX512-BF16/AMX).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
-def predict(run, videos, top_k, sampling, as_json) -> None:
+def predict(run, videos, top_k, sampling, precision, as_json) -> None:
     """Top-k labels with probabilities for each of VIDEOS, sampled as RUN was trained."""
     import json
 
@@ -475,7 +491,7 @@ def predict(run, videos, top_k, sampling, as_json) -> None:
 
     _setup_logging()
     try:
-        results = run_predict(run, videos, top_k, sampling)
+        results = run_predict(run, videos, top_k, sampling, precision)
     except CnnlstmError as e:
         raise click.ClickException(str(e)) from None
     if as_json:
@@ -502,7 +518,14 @@ def predict(run, videos, top_k, sampling, as_json) -> None:
 @click.option("--epochs", default=None, type=int, help="Training epochs (default 8).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--compare-bridges", is_flag=True, help="Train once per bridge (gap, grid, flatten, attention).")
-def demo(out, data, epochs, seed, compare_bridges) -> None:
+@click.option(
+    "--precision",
+    default="32",
+    show_default=True,
+    type=click.Choice(["32", "bf16"]),
+    help="bf16: train with bfloat16 autocast and test in bfloat16 (opt-in; its accuracy cost shows).",
+)
+def demo(out, data, epochs, seed, compare_bridges, precision) -> None:
     """Make "moving digits" videos from scikit-learn's digits, train a CNN-LSTM on them, test it."""
     from .errors import CnnlstmError
     from .train import demo as d
@@ -529,7 +552,7 @@ def demo(out, data, epochs, seed, compare_bridges) -> None:
                 click.echo(f"{r['bridge']:<10} {r['test_accuracy']:8.3f} {r['params']:9,d} {r['train_seconds']:8.1f}")
             click.echo(f"table: {out}/bridges.json")
             return
-        r = d.run_demo(out, data, epochs, seed)
+        r = d.run_demo(out, data, epochs, seed, precision=precision)
     except CnnlstmError as e:
         raise click.ClickException(str(e)) from None
     ev = r["eval"]
@@ -548,7 +571,14 @@ def demo(out, data, epochs, seed, compare_bridges) -> None:
 @click.option("--stride", default=1, show_default=True, help="Feed every STRIDE-th frame.")
 @click.option("--every", default=25, show_default=True, help="Print the running prediction every K fed frames.")
 @click.option("--plot", default=None, type=click.Path(), help="Timeline PNG (default: RUN/stream-VIDEO.png).")
-def stream(run, video, stride, every, plot) -> None:
+@click.option(
+    "--precision",
+    default="32",
+    show_default=True,
+    type=click.Choice(["32", "bf16"]),
+    help="bf16: bfloat16 inference (opt-in; fast on CPUs with AVX512-BF16/AMX).",
+)
+def stream(run, video, stride, every, plot, precision) -> None:
     """Stream VIDEO frame by frame through RUN's model, carrying the RNN state; plot class probabilities over time."""
     from pathlib import Path
 
@@ -559,7 +589,7 @@ def stream(run, video, stride, every, plot) -> None:
     from .train.plots import plot_timeline
 
     try:
-        r = load_run(run)
+        r = load_run(run, precision)
         info = probe(video)
 
         def show(i: int, p) -> None:

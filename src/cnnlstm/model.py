@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,18 @@ from .layers.temporal import head as make_head
 from .layers.time_distributed import BN_POLICIES, TimeDistributed, check_lengths, freeze_batchnorm
 from .shapes import infer
 
-__all__ = ["CNNLSTM", "CNNLSTMConfig"]
+__all__ = ["CNNLSTM", "PRECISIONS", "CNNLSTMConfig", "bf16_supported"]
+
+PRECISIONS = ("32", "bf16")
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
 
 _DEFAULT_BRIDGE = {"clip": "gap", "image": "spatial", "series": "none"}
 _DEFAULT_BACKBONE = {"clip": "small", "image": "small", "series": "conv1d"}
@@ -180,6 +193,7 @@ class CNNLSTM(nn.Module):
         )
         self.kind = kind
         self.layout = lay
+        self.precision = "32"
         sample = L.canonical_shape(input_shape, lay)  # (T, C, H, W) | (C, H, W) | (T, F)
         channels = sample[1] if kind in ("clip", "series") else sample[0]
         cnn = build_backbone(backbone, channels, **backbone_options)
@@ -218,6 +232,29 @@ class CNNLSTM(nn.Module):
         )
 
     # ------------------------------------------------------------------ running
+
+    def set_precision(self, precision: str) -> CNNLSTM:
+        """Inference precision: ``"32"`` (float32, the default) or ``"bf16"`` (opt-in, bfloat16 autocast).
+
+        With ``"bf16"``, convolutions, matrix products and the RNN run in bfloat16 at inference
+        (``model.eval()``); outputs come back as float32. Training keeps float32 unless it runs
+        under its own autocast (``cnnlstm train --precision bf16-mixed``). Not saved with the model.
+        """
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if precision == "bf16" and not bf16_supported():
+            warnings.warn(
+                "this CPU has no native bfloat16 (AVX512-BF16/AMX): bf16 will be emulated and slower than float32",
+                stacklevel=2,
+            )
+        self.precision = precision
+        return self
+
+    def _autocast(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast for ``precision="bf16"`` at inference; a no-op otherwise."""
+        if self.precision == "bf16" and not self.training:
+            return torch.autocast(x.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def train(self, mode: bool = True) -> CNNLSTM:
         super().train(mode)
@@ -300,10 +337,11 @@ class CNNLSTM(nn.Module):
         Returns ``(N, classes)`` or ``(N, T, classes)``."""
         raw = tuple(x.shape) if isinstance(x, torch.Tensor) else ()
         x, lengths = self._entry(x, lengths)
-        with shape_guard(self, raw, name="CNNLSTM"):
+        with shape_guard(self, raw, name="CNNLSTM"), self._autocast(x):
             seq = self._features(x, lengths)  # (N, T, F)
             states, _ = self.rnn(seq, lengths)  # (N, T, D*dirs)
-            return self.head(states, lengths)
+            out = self.head(states, lengths)
+        return out.float() if out.dtype == torch.bfloat16 else out
 
     def stream(self):
         """A :class:`~cnnlstm.streaming.Streamer`: frame-by-frame inference with the RNN state carried.

@@ -48,13 +48,16 @@ class Run:
         return "series" if isinstance(self.spec, SeriesSpec) else "video"
 
 
-def load_run(run: str | Path) -> Run:
-    """Load ``model.safetensors`` + ``config.json``, ``labels.json`` and ``data.json`` from a run folder."""
+def load_run(run: str | Path, precision: str = "32") -> Run:
+    """Load ``model.safetensors`` + ``config.json``, ``labels.json`` and ``data.json`` from a run folder.
+
+    ``precision="bf16"`` makes the model infer in bfloat16 (see :meth:`CNNLSTM.set_precision`).
+    """
     path = Path(run)
     for name in ("config.json", "model.safetensors", "labels.json", "data.json"):
         if not (path / name).is_file():
             raise ConfigError(f"{str(path)!r} is not a finished cnnlstm run: {name} is missing")
-    model = CNNLSTM.from_pretrained(path).eval()
+    model = CNNLSTM.from_pretrained(path).eval().set_precision(precision)
     classes = json.loads((path / "labels.json").read_text())
     d = json.loads((path / "data.json").read_text())
     d.pop("anomaly", None)  # an anomaly run's threshold and statistics: cnnlstm.train.anomaly reads them

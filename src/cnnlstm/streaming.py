@@ -126,14 +126,17 @@ class Streamer:
     def step(self, frames: torch.Tensor) -> torch.Tensor:
         """Feed the next frame of every stream; returns the output for this step, ``(N, classes)``."""
         frames = self._frame_to_canonical(frames)
-        seq = self._features(frames)  # (N, 1, F)
-        state = self.state
-        if state is not None and isinstance(self.rnn, nn.GRU):
-            state = state[0]
-        out, new = self.rnn(seq, state)  # (N, 1, D)
-        self.state = new if isinstance(new, tuple) else (new,)
+        with self.model._autocast(frames):
+            seq = self._features(frames)  # (N, 1, F)
+            state = self.state
+            if state is not None and isinstance(self.rnn, nn.GRU):
+                state = state[0]
+            out, new = self.rnn(seq, state)  # (N, 1, D)
+            logits = self.model.head(out)  # (N, classes) last; (N, 1, classes) frames; (N, horizon, k) forecast
+        # the carried state stays float32 (under bf16 the RNN hands back bfloat16)
+        self.state = tuple(h.float() for h in new) if isinstance(new, tuple) else (new.float(),)
         self.steps += 1
-        logits = self.model.head(out)  # (N, classes) last; (N, 1, classes) frames; (N, horizon, k) forecast
+        logits = logits.float()
         return logits[:, 0] if self.model.head.per_step else logits
 
     def reset(self, streams: Sequence[int] | torch.Tensor | None = None) -> None:

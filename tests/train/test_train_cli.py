@@ -223,3 +223,18 @@ def test_evaluate_without_split_folders_uses_the_held_out_videos(tiny_videos, tm
     assert json.loads(held.output)["videos"] == run["val_videos"] == len(run["held_out"])
     assert json.loads(held.output)["subset"].startswith("held-out")
     assert json.loads(every.output)["videos"] == 24
+
+
+def test_predict_in_bf16_agrees_with_float32(trained, tiny_videos):
+    out, _ = trained
+    video = str(next((Path(tiny_videos) / "test" / "up-left").glob("*.mp4")))
+    rows = {}
+    for precision in ("32", "bf16"):
+        result = CliRunner().invoke(
+            main, ["predict", str(out), video, "--top-k", "8", "--json", "--precision", precision]
+        )
+        assert result.exit_code == 0, result.output
+        rows[precision] = {t["label"]: t["prob"] for t in json.loads(result.output)[0]["top"]}
+    assert rows["32"].keys() == rows["bf16"].keys()
+    assert max(abs(rows["32"][k] - rows["bf16"][k]) for k in rows["32"]) < 0.02
+    assert rows["32"] != rows["bf16"]  # bf16 really ran: its rounding shows in the probabilities

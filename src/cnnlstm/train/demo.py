@@ -37,8 +37,11 @@ def run_demo(
     bridge: str | None = None,
     progress: bool = True,
     data_progress: Callable[[int, int], None] | None = None,
+    precision: str = "32",
 ) -> dict[str, Any]:
     """Train the demo model on moving digits and evaluate it on the held-out test videos.
+
+    ``precision="bf16"`` trains with bfloat16 autocast (Lightning's ``bf16-mixed``) and evaluates in bfloat16.
 
     Returns:
         ``{"test_accuracy", "macro_f1", "seconds", "train": <run summary>, "eval": <evaluate result>}``.
@@ -49,10 +52,14 @@ def run_demo(
     if bridge:
         model["bridge"] = bridge
     opts = TrainOptions(
-        **{**DEMO_OPTIONS, "epochs": epochs or DEMO_OPTIONS["epochs"]}, seed=seed, progress=progress, overwrite=True
+        **{**DEMO_OPTIONS, "epochs": epochs or DEMO_OPTIONS["epochs"]},
+        seed=seed,
+        progress=progress,
+        overwrite=True,
+        precision="bf16-mixed" if precision == "bf16" else "32-true",
     )
     summary = fit_videos(data, out, model, DEMO_SPEC, opts)
-    result = evaluate(out, data, split="test")
+    result = evaluate(out, data, split="test", precision=precision)
     return {
         "test_accuracy": result["accuracy"],
         "macro_f1": result["macro_f1"],

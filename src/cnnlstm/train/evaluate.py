@@ -54,6 +54,7 @@ def evaluate(
     workers: int = 0,
     out: str | Path | None = None,
     all_videos: bool = False,
+    precision: str = "32",
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, a per-class table and a confusion-matrix PNG for a run on labelled videos.
 
@@ -65,13 +66,14 @@ def evaluate(
         sampling: override the run's sampling (``dense`` averages the scores over windows).
         batch_size, workers: loading.
         out: where to write ``confusion.png`` (default: the run folder).
+        precision: ``"32"`` or ``"bf16"`` (bfloat16 inference, opt-in).
 
     Returns:
         ``{"accuracy", "macro_f1", "per_class": [...], "confusion": [[...]], "videos", "skipped": [...],
         "confusion_png"}``.
     """
     metrics = require("sklearn.metrics", "train", "evaluation metrics")
-    r = load_run(run)
+    r = load_run(run, precision)
     if r.kind == "series":
         y_true, y_pred, subset, skips = _series_predictions(r, data, split, batch_size)
     else:
@@ -165,7 +167,11 @@ def _held_out(run: Path) -> list[str] | None:
 
 
 def predict(
-    run: str | Path, videos: Sequence[str | Path], topk: int = 3, sampling: str | None = None
+    run: str | Path,
+    videos: Sequence[str | Path],
+    topk: int = 3,
+    sampling: str | None = None,
+    precision: str = "32",
 ) -> list[dict[str, Any]]:
     """Top-k labels with probabilities for each video, sampled as the run was trained.
 
@@ -173,7 +179,7 @@ def predict(
         One dict per video: ``{"path", "top": [{"label", "prob"}, ...]}``, or ``{"path", "error"}``
         for a file that cannot be decoded.
     """
-    r = load_run(run)
+    r = load_run(run, precision)
     spec = _spec_for(r, sampling)
     k = max(1, min(topk, len(r.classes)))
     results = []
