@@ -1,6 +1,6 @@
 """Test accuracy of cnnlstm's default series model on shipped UCR/UEA sets, 3 seeds, beside published results.
 
-Run: python bench/series_accuracy.py [--epochs 100] [--sets GunPoint,ArrowHead,...]
+Run: python bench/series_accuracy.py [--epochs 300] [--sets GunPoint,ArrowHead,...]
 
 Published accuracies on the same default train/test splits ship with aeon's test fixtures
 (``aeon/testing/example_results_files/classification/accuracy/*.csv``, resample 0 is the default
@@ -26,7 +26,7 @@ from _common import machine, save
 from cnnlstm import CNNLSTM
 from cnnlstm.data.series import SeriesDataset, collate_series, load_series
 from cnnlstm.runs import load_run
-from cnnlstm.train.fit import SERIES_MODEL, TrainOptions, fit_series
+from cnnlstm.train.fit import SERIES_EPOCHS, SERIES_MODEL, TrainOptions, fit_series
 
 SETS = ["GunPoint", "ArrowHead", "ItalyPowerDemand", "OSULeaf", "BasicMotions"]
 PUBLISHED = ["InceptionTime", "HC2", "WEASEL-2.0", "FreshPRINCE"]
@@ -62,7 +62,7 @@ def test_accuracy(run: Path, source: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=SERIES_EPOCHS)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--sets", default=",".join(SETS))
     args = ap.parse_args()

@@ -152,6 +152,9 @@ def main() -> None:
     ap.add_argument("--no-keras", action="store_true")
     ap.add_argument("--batches", default="8,32")
     ap.add_argument("--bf16", action="store_true", help="Also the opt-in bfloat16 path (as the command runs it).")
+    ap.add_argument(
+        "--impls", default=None, help="Only these implementations, comma-separated (e.g. cnnlstm-cmd,keras-tf)."
+    )
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -166,6 +169,8 @@ def main() -> None:
     kpy = None if args.no_keras else keras_python()
     if kpy:
         impls.append("keras-tf")
+    if args.impls:
+        impls = [i for i in impls if i in args.impls.split(",")]
     results: dict = {}
     for batch in [int(b) for b in args.batches.split(",")]:
         for what in ("infer", "train"):
@@ -209,7 +214,7 @@ def main() -> None:
     for k, v in results.items():  # training counts forward + backward as 3x the forward FLOPs
         v["pct_of_matmul_peak"] = 100 * v["median"] * fl["gflop"] * (1 if " infer " in k else 3) / peak
     result = {"machine": machine(), "flops": fl, "matmul_gflops": peak, "results": results, "trainable_params": params}
-    save("speed", result)
+    save("speed" if not args.impls and not args.bf16 else "speed_bf16", result)
     print(
         f"processor {result['machine'].get('processor')}, matmul peak {peak:.0f} GFLOP/s, "
         f"{fl['gflop']:.2f} GFLOP per clip forward ({100 * fl['conv_share']:.1f}% in convolutions)"

@@ -118,6 +118,33 @@ def test_conv1d_even_kernel_when_causal():
     assert Conv1dBackbone(3, channels=(4,), kernel_size=4, causal=True)(torch.randn(2, 9, 3)).shape == (2, 9, 4)
 
 
+def test_conv1d_pool_shortens_time_and_the_model_scales_lengths():
+    assert Conv1dBackbone(3, channels=(4,), pool=4)(torch.randn(2, 10, 3)).shape == (2, 3, 4)  # ceil(10 / 4)
+    with pytest.raises(ConfigError, match="pool must be a positive int"):
+        Conv1dBackbone(3, pool=0)
+    torch.manual_seed(0)
+    m = CNNLSTM(
+        layout="NTF",
+        input_shape=(None, 2),
+        backbone_options={"channels": (4,), "pool": 4},
+        hidden_size=8,
+        num_classes=3,
+        head="mean",
+    ).eval()
+    short = torch.randn(1, 8, 2)
+    padded = torch.cat([torch.cat([short, torch.zeros(1, 4, 2)], 1), torch.randn(1, 12, 2)])  # (2, 12, 2)
+    with torch.no_grad():
+        alone, batched = m(short), m(padded, torch.tensor([8, 12]))
+    torch.testing.assert_close(batched[0], alone[0])  # the padding's pooled step is masked out, as lengths 8 -> 2
+    with pytest.raises(ConfigError, match="pools time by 4"):
+        CNNLSTM(
+            layout="NTF",
+            input_shape=(None, 2),
+            backbone_options={"channels": (4,), "causal": True, "pool": 4},
+            head="frames",
+        ).stream()
+
+
 def test_conv1d_dilations():
     net = Conv1dBackbone(3, channels=(4, 4, 4), kernel_size=3, dilated=True)
     assert [layer.conv.dilation for layer in net.layers] == [(1,), (2,), (4,)]

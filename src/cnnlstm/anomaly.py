@@ -1,13 +1,19 @@
-"""Anomaly detection: learn what normal looks like by predicting the next step, score what is not.
+"""Anomaly detection: learn what normal looks like by predicting ahead, score what is not.
 
-A CNN-LSTM with a per-step head reads a normal sequence and predicts, at every step, the next step's
-target: for video the next frame pooled to a ``grid x grid`` map of its pixels (raw pixels cannot
-collapse the way learnt features can), for series the next step's values. A step's error is the mean
-squared difference; errors are standardised with the mean and spread seen on held-out *normal* data
-only, and a clip's score is the **maximum** of its standardised step errors after the first
-``warmup`` steps, whose predictions have seen too little (one bad moment makes an anomalous clip).
-The threshold is the ``1 - false_alarm_rate`` quantile of held-out normal clip scores: nothing about
-the anomalies is used to set it.
+A CNN-LSTM with a per-step head reads a normal sequence and predicts, at every step ``t``, the target
+of step ``t + horizon``: for video the frame pooled to a ``grid x grid`` map of its pixels (raw pixels
+cannot collapse the way learnt features can), for series the step's values. With ``residual`` the model
+predicts the *change* from step ``t`` to ``t + horizon`` instead. Video uses ``horizon=6, residual=True``:
+one frame ahead, motion is a sub-pixel jitter that no model predicts, so a frozen object scores *lower*
+than a moving one; six frames ahead the path of a smooth motion is predictable, and a freeze, a
+reversal or a jump leaves it. A step's error is the mean squared difference, for video taken relative
+to the sizes of the predicted and the actual change (``relative``: a frozen small, slow digit then
+counts as much as a big, fast one; ``eps``, a tenth of the mean change seen on held-out normal video,
+keeps still scenes from dividing by nothing). Errors are standardised
+with the mean and spread seen on held-out *normal* data only, and a clip's score is the **maximum** of
+its standardised step errors after the first ``warmup`` steps, whose predictions have seen too little
+(one bad moment makes an anomalous clip). The threshold is the ``1 - false_alarm_rate`` quantile of
+held-out normal clip scores: nothing about the anomalies is used to set it.
 """
 
 from __future__ import annotations
@@ -44,17 +50,44 @@ def targets(x: torch.Tensor, kind: str, grid: int = 8) -> torch.Tensor:
 
 
 def next_step_errors(
-    model: CNNLSTM, x: torch.Tensor, kind: str, grid: int = 8, lengths: torch.Tensor | None = None
+    model: CNNLSTM,
+    x: torch.Tensor,
+    kind: str,
+    grid: int = 8,
+    lengths: torch.Tensor | None = None,
+    horizon: int = 1,
+    residual: bool = False,
+    relative: float | None = None,
 ) -> torch.Tensor:
-    """Per-step squared error of the model's one-step-ahead prediction.
+    """Per-step squared error of the model's prediction ``horizon`` steps ahead.
+
+    Args:
+        model: a CNNLSTM with a per-step head of ``D`` outputs (``D`` as :func:`targets` gives).
+        x: ``(N, T, ...)`` normalised clips or series.
+        kind, grid: as for :func:`targets`.
+        lengths: optional ``(N,)`` valid steps.
+        horizon: the output at step ``t`` predicts step ``t + horizon``.
+        residual: predict the change ``target[t + horizon] - target[t]`` instead of the target.
+        relative: ``eps`` to score the error relative to the sizes of what was predicted and what came,
+            ``|p - a|^2 / (|p|^2 + |a|^2 + eps)`` (0 when right, 1 for a change that did not come or came
+            unforeseen, 2 for the opposite change), so a small object's freeze counts as much as a big one's;
+            None for the plain squared error (training).
 
     Returns:
-        ``(N, T)``: step 0 has no prediction and is 0; padded steps are 0.
+        ``(N, T)``: the error of step ``t`` as predicted at ``t - horizon``; the first ``horizon`` steps
+        have no prediction and are 0, as are padded steps.
     """
-    pred = model(x, lengths)  # (N, T, D): the prediction made at step t is for step t+1
+    h = horizon
+    if x.shape[1] <= h:  # too short for a single guess
+        return x.new_zeros(x.shape[:2])
+    pred = model(x, lengths)  # (N, T, D): the output at step t is for step t + h
     tgt = targets(x, kind, grid)
-    err = (pred[:, :-1] - tgt[:, 1:]).pow(2).mean(-1)  # (N, T-1)
-    err = F.pad(err, (1, 0))  # (N, T)
+    want = tgt[:, h:] - tgt[:, :-h] if residual else tgt[:, h:]
+    p = pred[:, :-h]
+    err = (p - want).pow(2).mean(-1)  # (N, T-h)
+    if relative is not None:
+        err = err / (p.pow(2).mean(-1) + want.pow(2).mean(-1) + relative)
+    err = F.pad(err, (h, 0))  # (N, T)
     if lengths is not None:
         err = err * (torch.arange(err.shape[1]) < lengths.unsqueeze(1))
     return err
@@ -70,6 +103,15 @@ class AnomalyStats:
     false_alarm_rate: float
     pooling: str = "max"
     warmup: int = 3  # the first steps' predictions have seen too little to judge (the direction of motion)
+    horizon: int = 1
+    residual: bool = False
+    grid: int = 8
+    relative: float | None = None
+
+    @property
+    def target(self) -> dict[str, Any]:
+        """The prediction target's options, as :func:`next_step_errors` takes them."""
+        return {"grid": self.grid, "horizon": self.horizon, "residual": self.residual, "relative": self.relative}
 
     def standardise(self, err: np.ndarray) -> np.ndarray:
         return (np.asarray(err) - self.mean) / self.std
@@ -84,15 +126,19 @@ class AnomalyStats:
         return asdict(self)
 
 
-def calibrate(normal_errors: list[np.ndarray], false_alarm_rate: float = 0.05, warmup: int = 3) -> AnomalyStats:
+def calibrate(
+    normal_errors: list[np.ndarray], false_alarm_rate: float = 0.05, warmup: int = 3, **target: Any
+) -> AnomalyStats:
     """Standardisation and threshold from step errors of held-out normal sequences only.
 
     Args:
         normal_errors: one ``(T_i,)`` error array per held-out normal sequence (step 0 first).
         false_alarm_rate: the share of normal sequences allowed above the threshold.
+        warmup: steps left out at the start of each sequence.
+        target: the ``grid``/``horizon``/``residual``/``relative`` the errors were measured with (kept).
     """
     steps = np.concatenate([np.asarray(e)[min(warmup, len(e) - 1) :] for e in normal_errors])
-    stats = AnomalyStats(float(steps.mean()), float(steps.std() or 1.0), 0.0, false_alarm_rate, warmup=warmup)
+    stats = AnomalyStats(float(steps.mean()), float(steps.std() or 1.0), 0.0, false_alarm_rate, warmup=warmup, **target)
     scores = [stats.clip_score(e) for e in normal_errors]
     stats.threshold = float(np.quantile(scores, 1.0 - false_alarm_rate))
     return stats

@@ -81,7 +81,7 @@ class SmallCNN(nn.Sequential):
 
 @register_backbone("conv1d")
 class Conv1dBackbone(nn.Module):
-    """A stack of Conv1d - BatchNorm - ReLU over time: ``(N, T, F) → (N, T, F')``, ``T`` kept.
+    """A stack of Conv1d - BatchNorm - ReLU over time: ``(N, T, F) → (N, T, F')``, ``T`` kept unless ``pool``.
 
     Args:
         in_features: ``F`` of the input series.
@@ -89,6 +89,8 @@ class Conv1dBackbone(nn.Module):
         kernel_size: convolution size over time.
         dilated: dilations 1, 2, 4, ... (a wide receptive field for few layers).
         causal: pad on the left only, so step ``t`` sees steps ``<= t`` (streaming, forecasting).
+        pool: max-pool time by this factor after the last layer (``T' = ceil(T / pool)``): a shorter
+            sequence for the RNN on long series. Models with ``pool > 1`` cannot stream.
     """
 
     kind = "1d"
@@ -100,8 +102,11 @@ class Conv1dBackbone(nn.Module):
         kernel_size: int = 5,
         dilated: bool = False,
         causal: bool = False,
+        pool: int = 1,
     ):
         super().__init__()
+        if not isinstance(pool, int) or pool < 1:
+            raise ConfigError(f"conv1d backbone pool must be a positive int, got {pool!r}")
         if not channels:
             raise ConfigError("conv1d backbone needs at least one layer: channels=(64, ...)")
         if not causal and kernel_size % 2 != 1:
@@ -109,6 +114,7 @@ class Conv1dBackbone(nn.Module):
         self.in_features = in_features
         self.out_channels = channels[-1]
         self.causal = causal
+        self.time_stride = pool  # output step i covers input steps [i * pool, (i + 1) * pool)
         self.layers = nn.ModuleList()
         self.pads: list[tuple[int, int]] = []
         c_in = in_features
@@ -133,8 +139,10 @@ class Conv1dBackbone(nn.Module):
         ``caches[i]`` ``(N, C_i, pad_i)`` holds layer ``i``'s previous inputs; zeros are exactly the layer's
         own causal padding, so a fresh (or reset) stream is a zero cache.
         """
-        if not self.causal:
-            raise ConfigError("only a causal conv1d backbone (causal=True) can run step by step")
+        if not self.causal or self.time_stride > 1:
+            raise ConfigError(
+                "only a causal conv1d backbone without pooling (causal=True, pool=1) can run step by step"
+            )
         y = x.unsqueeze(-1)  # (N, F, 1)
         new = []
         for i, ((left, _), layer) in enumerate(zip(self.pads, self.layers)):
@@ -154,7 +162,9 @@ class Conv1dBackbone(nn.Module):
         y = x.transpose(1, 2)  # (N, F, T): the one place the series is channels-first
         for pad, layer in zip(self.pads, self.layers):
             y = layer(F.pad(y, pad))  # (N, C_i, T)
-        return y.transpose(1, 2)  # (N, T, F')
+        if self.time_stride > 1:
+            y = F.max_pool1d(y, self.time_stride, ceil_mode=True)  # (N, C, ceil(T / pool))
+        return y.transpose(1, 2)  # (N, T', F')
 
 
 def load_weights(module: nn.Module, path: str | Path) -> None:

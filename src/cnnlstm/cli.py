@@ -195,11 +195,23 @@ def model_options(f):
             click.option("--rnn", default="lstm", show_default=True, type=click.Choice(["lstm", "gru"])),
             click.option("--hidden-size", default=256, show_default=True),
             click.option("--num-layers", default=1, show_default=True),
-            click.option("--bidirectional", is_flag=True),
+            click.option(
+                "--bidirectional/--no-bidirectional",
+                default=False,
+                help="A bidirectional RNN (series default: on, unless --causal).",
+            ),
             click.option("--head", default="last", show_default=True, type=click.Choice(["last", "mean", "attention"])),
             click.option("--dropout", default=0.0, show_default=True),
             click.option("--kernel-size", default=7, show_default=True, help="Series: conv1d kernel size."),
-            click.option("--causal", is_flag=True, help="Series: causal convolutions (streaming, forecasting)."),
+            click.option(
+                "--causal", is_flag=True, help="Series: a model that can stream (causal convolutions, no pooling)."
+            ),
+            click.option(
+                "--pool",
+                default=None,
+                type=int,
+                help="Series: max-pool time by this factor before the RNN (default 4).",
+            ),
         ]
     ):
         f = opt(f)
@@ -317,7 +329,7 @@ def _train(data, out, resume, kw, overwrite=False) -> dict:
 
 def _train_series(data, out, opts, kw) -> dict:
     """Series keep the series model's defaults except where an option was given on the command line."""
-    from .train.fit import SERIES_MODEL, fit_series
+    from .train.fit import SERIES_EPOCHS, SERIES_MODEL, fit_series
 
     ctx = click.get_current_context()
     given = {k for k in kw if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
@@ -328,9 +340,16 @@ def _train_series(data, out, opts, kw) -> dict:
         backbone["channels"] = tuple(_parse_shape(kw["backbone_channels"]))
     if "kernel_size" in given:
         backbone["kernel_size"] = kw["kernel_size"]
-    if kw.get("causal"):
+    if "pool" in given:
+        backbone["pool"] = kw["pool"]
+    if kw.get("causal"):  # a model that can stream: causal convolutions, one RNN step per series step, one way
         backbone["causal"] = True
+        if "pool" not in given:
+            backbone["pool"] = 1
+        model.setdefault("bidirectional", False)
     model["backbone_options"] = backbone
+    if "epochs" not in given:
+        opts.epochs = SERIES_EPOCHS  # small UCR-style training sets need many passes
     if "val_fraction" not in given:
         opts.val_fraction = 0.0  # the series habit: the whole training split trains, the last epoch is kept
     return fit_series(data, out, model, opts)
@@ -713,7 +732,7 @@ def anomaly() -> None:
 @anomaly.command("fit")
 @click.argument("data")
 @click.option("--out", required=True, type=click.Path(), help="The run folder.")
-@click.option("--epochs", default=15, show_default=True)
+@click.option("--epochs", default=None, type=int, help="Default: 60 for videos, 15 for a series.")
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--lr", default=3e-3, show_default=True)
 @click.option("--seed", default=0, show_default=True)
@@ -735,6 +754,12 @@ def anomaly_fit(data, out, epochs, batch_size, lr, seed, false_alarm_rate, size,
 
     _setup_logging()
     try:
+        from pathlib import Path
+
+        from .train.anomaly import SERIES_EPOCHS, VIDEO_EPOCHS
+
+        if epochs is None:
+            epochs = VIDEO_EPOCHS if Path(data).is_dir() else SERIES_EPOCHS
         opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, overwrite=overwrite)
         s = fit_anomaly(data, out, opts, window=window, false_alarm_rate=false_alarm_rate, size=_size(size))
     except CnnlstmError as e:

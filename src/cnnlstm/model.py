@@ -338,8 +338,11 @@ class CNNLSTM(nn.Module):
         raw = tuple(x.shape) if isinstance(x, torch.Tensor) else ()
         x, lengths = self._entry(x, lengths)
         with shape_guard(self, raw, name="CNNLSTM"), self._autocast(x):
-            seq = self._features(x, lengths)  # (N, T, F)
-            states, _ = self.rnn(seq, lengths)  # (N, T, D*dirs)
+            seq = self._features(x, lengths)  # (N, T', F); T' = ceil(T / stride) for a time-pooling backbone
+            stride = getattr(self.backbone, "time_stride", 1)
+            if lengths is not None and stride > 1:
+                lengths = torch.div(lengths + stride - 1, stride, rounding_mode="floor")
+            states, _ = self.rnn(seq, lengths)  # (N, T', D*dirs)
             out = self.head(states, lengths)
         return out.float() if out.dtype == torch.bfloat16 else out
 

@@ -50,6 +50,11 @@ def check_streamable(model: CNNLSTM) -> None:
             "this series model's conv1d backbone looks at future steps: build it with "
             "backbone_options={'causal': True} to stream"
         )
+    if model.kind == "series" and getattr(model.backbone, "time_stride", 1) > 1:
+        raise ConfigError(
+            f"this series model pools time by {model.backbone.time_stride} before its RNN, so one new step is not "
+            "one RNN step: build it with backbone_options={'pool': 1} to stream"
+        )
 
 
 class Streamer:

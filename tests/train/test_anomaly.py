@@ -39,10 +39,41 @@ def test_next_step_errors_are_zero_at_step_0_and_on_padding():
     torch.testing.assert_close(err[0, 3], (pred[0, 2] - x[0, 3]).pow(2).mean())  # step 3 judged by step 2's guess
 
 
+def test_horizon_and_residual_targets_judge_step_t_by_the_guess_made_at_t_minus_h():
+    x = torch.arange(10.0).reshape(1, 10, 1) ** 2  # a series whose change over 3 steps grows: 6t + 9
+
+    def knows_the_change(seq, lengths=None):  # a model that predicts the change over the next 3 steps exactly
+        return 6 * torch.arange(10.0).reshape(1, 10, 1) + 9
+
+    err = next_step_errors(knows_the_change, x, "series", horizon=3, residual=True)
+    assert err.shape == (1, 10) and (err == 0).all()
+
+    def stands_still(seq, lengths=None):  # predicts no change: the error is the change it missed
+        return torch.zeros_like(seq)
+
+    err = next_step_errors(stands_still, x, "series", horizon=3, residual=True)
+    assert (err[0, :3] == 0).all()  # no guess was made for the first 3 steps
+    torch.testing.assert_close(err[0, 3:], (6 * torch.arange(7.0) + 9) ** 2)
+    err = next_step_errors(stands_still, x, "series", horizon=3, residual=False)  # guesses the value 0
+    torch.testing.assert_close(err[0, 3:], x[0, 3:, 0] ** 2)
+    # relative: a change that did not come scores 1, the opposite change 2, the right one 0
+    err = next_step_errors(stands_still, x, "series", horizon=3, residual=True, relative=0.0)
+    torch.testing.assert_close(err[0, 3:], torch.ones(7))
+    err = next_step_errors(
+        lambda s, lengths=None: -knows_the_change(s), x, "series", horizon=3, residual=True, relative=0
+    )
+    torch.testing.assert_close(err[0, 3:], torch.full((7,), 2.0))
+    err = next_step_errors(knows_the_change, x, "series", horizon=3, residual=True, relative=1.0)
+    assert (err == 0).all()
+    err = next_step_errors(stands_still, x, "series", horizon=3, residual=True, lengths=torch.tensor([5]))
+    assert (err[0, 5:] == 0).all() and (err[0, 3:5] > 0).all()
+
+
 def test_calibration_uses_normal_errors_only_and_keeps_its_false_alarm_rate():
     rng = np.random.default_rng(0)
     normal = [rng.gamma(2.0, 1.0, 30) for _ in range(200)]
-    stats = calibrate(normal, false_alarm_rate=0.1, warmup=2)
+    stats = calibrate(normal, false_alarm_rate=0.1, warmup=2, horizon=2, residual=True, grid=6, relative=0.5)
+    assert stats.target == {"grid": 6, "horizon": 2, "residual": True, "relative": 0.5}
     scores = np.array([stats.clip_score(e) for e in normal])
     assert abs((scores > stats.threshold).mean() - 0.1) <= 0.01
     steps = np.concatenate([e[2:] for e in normal])

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..anomaly import AnomalyStats, auroc, calibrate, next_step_errors
+from ..anomaly import AnomalyStats, auroc, calibrate, next_step_errors, targets
 from ..data.datasets import ClipSpec, VideoDataset, VideoItem, collate_clips
 from ..data.series import Normalizer, load_sequence
 from ..data.transforms import ClipTransform
@@ -22,7 +22,11 @@ from .fit import TrainOptions, _finish, _fit, _prepare, _summary, window_loader,
 
 __all__ = ["fit_anomaly", "score_anomaly"]
 
-VIDEO_MODEL = {"backbone_options": {"channels": (16, 32, 64)}, "bridge": "flatten", "hidden_size": 128}
+VIDEO_MODEL = {"backbone_options": {"channels": (16, 32, 64)}, "bridge": "flatten", "hidden_size": 256}
+# six frames ahead, as a change of the 6x6-pooled frame: see cnnlstm.anomaly for why not the next frame
+VIDEO_TARGET = {"grid": 6, "horizon": 6, "residual": True}
+SERIES_TARGET = {"grid": 8, "horizon": 1, "residual": False}
+VIDEO_EPOCHS, SERIES_EPOCHS = 60, 15
 SERIES_MODEL = {
     "backbone": "conv1d",
     "backbone_options": {"channels": (32, 32), "kernel_size": 5, "causal": True},
@@ -65,12 +69,12 @@ def fit_anomaly(
     A fifth of the normal data is held out: the step errors on it set the standardisation and the
     threshold (``false_alarm_rate`` of held-out normal clips above it).
     """
-    opts = options or TrainOptions(epochs=15, batch_size=16, lr=3e-3)
+    src = str(data)
+    opts = options or TrainOptions(epochs=VIDEO_EPOCHS if Path(src).is_dir() else SERIES_EPOCHS, batch_size=16, lr=3e-3)
     out = Path(out)
     resume_from = _prepare(out, opts)
     t0 = time.time()
     rng = np.random.default_rng(opts.seed)
-    src = str(data)
     if Path(src).is_dir():
         kind = "video"
         folder = Path(src) / "train" / "normal" if (Path(src) / "train" / "normal").is_dir() else Path(src)
@@ -82,7 +86,9 @@ def fit_anomaly(
         spec = ClipSpec(clip_len=clip_len, size=size, sampling="random")
         full = VideoDataset([VideoItem(str(files[i]), 0) for i in order], ["normal"], spec=spec, seed=opts.seed)
         train_ds, held = full.subset(range(cut, len(full))), full.subset(range(cut))
-        model = CNNLSTM(**VIDEO_MODEL, input_shape=(None, 3, *size), head="frames", num_classes=3 * 8 * 8)
+        target = VIDEO_TARGET
+        g = target["grid"]
+        model = CNNLSTM(**VIDEO_MODEL, input_shape=(None, 3, *size), head="frames", num_classes=3 * g * g)
         loader = torch.utils.data.DataLoader(
             train_ds,
             batch_size=opts.batch_size,
@@ -94,6 +100,7 @@ def fit_anomaly(
         held_seqs = [_video_sequence(held, i) for i in range(len(held))]
     else:
         kind = "series"
+        target = SERIES_TARGET
         values, _ = _series_parts(src, "train")
         norm = Normalizer.fit([values[: int(len(values) * 0.8)]])
         v = norm(values)
@@ -115,13 +122,16 @@ def fit_anomaly(
             "mean": norm.mean,
             "std": norm.std,
         }
-    trainer, ckpt, module = _fit(model, loader, None, out, opts, resume_from, task="anomaly")
+    trainer, ckpt, module = _fit(model, loader, None, out, opts, resume_from, task="anomaly", anomaly_target=target)
     if not trainer.is_global_zero:
         return {}
     model = module.model.eval()
     with torch.inference_mode():
-        errs = [next_step_errors(model, s[None], kind)[0].numpy() for s in held_seqs]
-    stats = calibrate(errs, false_alarm_rate)
+        if kind == "video":  # scores are relative to the size of the change; eps from normal change sizes
+            target = {**target, "relative": 0.1 * _mean_change(held_seqs, target)}
+        errs = [next_step_errors(model, s[None], kind, **target)[0].numpy() for s in held_seqs]
+    # a prediction needs two seen steps (a direction of motion) before it can be judged
+    stats = calibrate(errs, false_alarm_rate, warmup=max(3, target["horizon"] + 2), **target)
     data_json["anomaly"] = stats.to_dict()
     curves, _ = _finish(out, trainer, ckpt, module, ["normal"], data_json)
     return _summary(
@@ -140,6 +150,17 @@ def fit_anomaly(
         skipped=[],
         threshold=stats.threshold,
     )
+
+
+def _mean_change(seqs: list[torch.Tensor], target: dict[str, Any]) -> float:
+    """Mean squared change of the pooled frames over ``horizon`` steps, over normal videos ``(T, C, H, W)``."""
+    h, g = target["horizon"], target["grid"]
+    sizes = [
+        (targets(s[None], "video", g)[:, h:] - targets(s[None], "video", g)[:, :-h]).pow(2).mean(-1).flatten()
+        for s in seqs
+        if len(s) > h
+    ]
+    return float(torch.cat(sizes).mean()) if sizes else 0.0
 
 
 def _video_sequence(ds: VideoDataset, i: int) -> torch.Tensor:
@@ -177,7 +198,7 @@ def score_anomaly(run: str | Path, data: str | Path, out: str | Path | None = No
         rows = []
         with torch.inference_mode():
             for i, item in enumerate(ds.items):
-                err = next_step_errors(model, _video_sequence(ds, i)[None], "video")[0].numpy()
+                err = next_step_errors(model, _video_sequence(ds, i)[None], "video", **stats.target)[0].numpy()
                 z = stats.standardise(err)
                 score = stats.clip_score(err)
                 label = None
@@ -192,7 +213,8 @@ def score_anomaly(run: str | Path, data: str | Path, out: str | Path | None = No
                         "score": score,
                         "flag": score > stats.threshold,
                         "label": label,
-                        "z": z[1:].tolist(),
+                        "first_step": stats.horizon,
+                        "z": z[stats.horizon :].tolist(),  # steps first_step, first_step + 1, ...
                     }
                 )
         png = plot_scores(
@@ -201,6 +223,7 @@ def score_anomaly(run: str | Path, data: str | Path, out: str | Path | None = No
             stats.threshold,
             folder / "timelines.png",
             labels=[rw["label"] for rw in rows],
+            start=stats.horizon,
         )
         result: dict[str, Any] = {
             "clips": rows,
@@ -215,9 +238,10 @@ def score_anomaly(run: str | Path, data: str | Path, out: str | Path | None = No
     values, labels = _series_parts(str(data), "test")
     norm = Normalizer(d["mean"], d["std"])
     with torch.inference_mode():
-        err = next_step_errors(model, torch.from_numpy(norm(values))[None], "series")[0].numpy()
+        err = next_step_errors(model, torch.from_numpy(norm(values))[None], "series", **stats.target)[0].numpy()
     z = stats.standardise(err)
-    z[0] = z[1] if len(z) > 1 else 0.0
+    h = min(stats.horizon, len(z) - 1)
+    z[:h] = z[h]  # the first steps have no prediction
     png = plot_scores([z], [str(data)], stats.threshold, folder / "timeline.png", series=values[:, 0], truth=labels)
     result = {"steps": len(z), "threshold": stats.threshold, "png": str(png), "max_step": int(z.argmax())}
     if labels is not None and labels.any():

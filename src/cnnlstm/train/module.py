@@ -53,6 +53,8 @@ class ClipClassifier(L.LightningModule):
         lr, weight_decay: AdamW's.
         max_epochs: for the cosine learning-rate schedule.
         seen_dir: where each rank writes the data indices it trained on in its first epoch.
+        task: ``classify``, ``forecast`` or ``anomaly``.
+        anomaly_target: for ``anomaly``, :func:`cnnlstm.anomaly.next_step_errors`' target options.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class ClipClassifier(L.LightningModule):
         max_epochs: int = 10,
         seen_dir: str | None = None,
         task: str = "classify",
+        anomaly_target: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -84,9 +87,10 @@ class ClipClassifier(L.LightningModule):
                 from ..anomaly import next_step_errors
 
                 kind = "video" if "video" in batch else "series"
-                err = next_step_errors(self.model, x, kind, lengths=batch["lengths"])  # (N, T)
-                lengths = batch["lengths"]
-                steps = (err.shape[1] - 1) * len(x) if lengths is None else int((lengths - 1).sum())
+                target = self.hparams.anomaly_target or {}
+                err = next_step_errors(self.model, x, kind, lengths=batch["lengths"], **target)  # (N, T)
+                lengths, h = batch["lengths"], target.get("horizon", 1)
+                steps = (err.shape[1] - h) * len(x) if lengths is None else int((lengths - h).clamp(min=0).sum())
                 loss = err.sum() / max(1, steps)
             else:
                 loss = F.mse_loss(self(x), batch["target"])  # (N, horizon, targets)

@@ -154,8 +154,11 @@ def plot_scores(
     labels: Sequence[int | None] | None = None,
     series: np.ndarray | None = None,
     truth: np.ndarray | None = None,
+    start: int = 1,
 ) -> Path:
     """Standardised anomaly score per step, one line per clip (anomalies red), threshold dashed.
+
+    ``scores[i][0]`` is step ``start`` of clip ``i`` (the first step with a prediction).
 
     For one series, the series itself is drawn above its scores, with the true anomaly shaded.
     """
@@ -166,7 +169,9 @@ def plot_scores(
     for i, z in enumerate(scores):
         lab = labels[i] if labels is not None else None
         color = "tab:red" if lab == 1 else ("tab:blue" if lab == 0 else None)
-        ax.plot(range(1, len(z) + 1) if series is None else range(len(z)), z, linewidth=0.8, alpha=0.7, color=color)
+        ax.plot(
+            range(start, start + len(z)) if series is None else range(len(z)), z, linewidth=0.8, alpha=0.7, color=color
+        )
     ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:.2f}")
     ax.set_xlabel("step")
     ax.set_ylabel("standardised error")
