@@ -1,6 +1,6 @@
 """Anomaly detection, measured: the built-in video set, aeon's KDD-TSAD 135, and a series with injected anomalies.
 
-Run: python bench/anomaly.py [--only video,kdd,injected] [--epochs-video 30]
+Run: python bench/anomaly.py [--only video,kdd,injected] [--epochs-video 60]
 
 Each part fits on normal data only (the threshold comes from held-out normal data), then scores the test
 part and reports AUROC (per clip for video, per step for series), precision and recall at the threshold,
@@ -111,7 +111,7 @@ def injected(tmp: Path, seed: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="video,kdd,injected")
-    ap.add_argument("--epochs-video", type=int, default=30)
+    ap.add_argument("--epochs-video", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

@@ -164,7 +164,7 @@ def main() -> None:
     from _common import machine, save, summary
 
     impls = ["cnnlstm", "cnnlstm-cmd", "plain-folded", "plain-loop"]
-    if args.bf16:
+    if args.bf16 or "cnnlstm-cmd-bf16" in (args.impls or ""):
         impls.append("cnnlstm-cmd-bf16")
     kpy = None if args.no_keras else keras_python()
     if kpy:

@@ -118,7 +118,8 @@ def test_conv1d_even_kernel_when_causal():
     assert Conv1dBackbone(3, channels=(4,), kernel_size=4, causal=True)(torch.randn(2, 9, 3)).shape == (2, 9, 4)
 
 
-def test_conv1d_pool_shortens_time_and_the_model_scales_lengths():
+@pytest.mark.parametrize("causal", [False, True])
+def test_conv1d_pool_shortens_time_and_padding_changes_nothing(causal):
     assert Conv1dBackbone(3, channels=(4,), pool=4)(torch.randn(2, 10, 3)).shape == (2, 3, 4)  # ceil(10 / 4)
     with pytest.raises(ConfigError, match="pool must be a positive int"):
         Conv1dBackbone(3, pool=0)
@@ -126,23 +127,24 @@ def test_conv1d_pool_shortens_time_and_the_model_scales_lengths():
     m = CNNLSTM(
         layout="NTF",
         input_shape=(None, 2),
-        backbone_options={"channels": (4,), "pool": 4},
+        backbone_options={"channels": (4, 4), "pool": 4, "causal": causal},
         hidden_size=8,
         num_classes=3,
         head="mean",
     ).eval()
-    short = torch.randn(1, 8, 2)
-    padded = torch.cat([torch.cat([short, torch.zeros(1, 4, 2)], 1), torch.randn(1, 12, 2)])  # (2, 12, 2)
+    short = torch.randn(1, 9, 2)  # 9 steps: the last pooling window is part series, part padding
+    padded = torch.cat([torch.cat([short, torch.zeros(1, 7, 2)], 1), torch.randn(1, 16, 2)])  # (2, 16, 2)
     with torch.no_grad():
-        alone, batched = m(short), m(padded, torch.tensor([8, 12]))
-    torch.testing.assert_close(batched[0], alone[0])  # the padding's pooled step is masked out, as lengths 8 -> 2
+        alone, batched = m(short), m(padded, torch.tensor([9, 16]))
+    torch.testing.assert_close(batched[0], alone[0])
+
+
+def test_pooling_backbones_refuse_per_step_heads_and_streaming():
     with pytest.raises(ConfigError, match="pools time by 4"):
-        CNNLSTM(
-            layout="NTF",
-            input_shape=(None, 2),
-            backbone_options={"channels": (4,), "causal": True, "pool": 4},
-            head="frames",
-        ).stream()
+        CNNLSTM(layout="NTF", input_shape=(None, 2), backbone_options={"pool": 4}, head="frames")
+    m = CNNLSTM(layout="NTF", input_shape=(None, 2), backbone_options={"causal": True, "pool": 4})
+    with pytest.raises(ConfigError, match="pools time by 4"):
+        m.stream()
 
 
 def test_conv1d_dilations():

@@ -359,3 +359,21 @@ def test_export_cli_model_that_cannot_stream_exports_only_the_clip(tiny_run, tmp
 def test_export_cli_not_a_run(tmp_path):
     result = CliRunner().invoke(main, ["export", str(tmp_path)])
     assert result.exit_code != 0 and "not a finished cnnlstm run" in result.output
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_default_series_classifier_with_time_pooling_exports_at_any_length(tmp_path, fmt):
+    from cnnlstm.train.fit import SERIES_MODEL
+
+    torch.manual_seed(0)
+    m = _randomize_batchnorm(cl.CNNLSTM(**SERIES_MODEL, layout="NTF", input_shape=(None, 3), num_classes=4))
+    do = ex.export_onnx if fmt == "onnx" else ex.export_torchscript
+    report = do(m, tmp_path / f"series.{fmt}", kind="clip")
+    assert len(report.checks) == 6 and report.max_abs_diff <= 1e-4  # lengths 4, 8, 15: not all multiples of 4
+
+
+@pytest.mark.filterwarnings("ignore:this CPU has no native bfloat16")
+def test_a_model_set_to_bf16_exports_its_float32_graph(tmp_path):
+    m = _model().set_precision("bf16")
+    report = ex.export_onnx(m, tmp_path / "m.onnx", kind="clip")
+    assert report.max_abs_diff <= 1e-4 and m.precision == "bf16"

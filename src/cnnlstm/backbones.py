@@ -152,18 +152,32 @@ class Conv1dBackbone(nn.Module):
             y = layer(inp)  # (N, C_{i+1}, 1): a valid convolution over exactly the receptive field
         return y.squeeze(-1), new
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x ``(N, T, F)``. Returns ``(N, T, F')``."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Args: x ``(N, T, F)``; lengths: optional ``(N,)`` valid steps of a padded batch.
+
+        Returns ``(N, T', F')`` with ``T' = ceil(T / pool)``. With ``lengths``, padded steps are zero after
+        every layer and never win a pooling window, so a series gives the same output alone or padded.
+        """
         if x.dim() != 3 or x.shape[-1] != self.in_features:
             hint = ""
             if x.dim() == 3 and x.shape[1] == self.in_features:
                 hint = f": the features are on axis 1, pass x.transpose(1, 2) = {(x.shape[0], x.shape[2], x.shape[1])}"
             raise ShapeError(f"conv1d backbone wants series (N, T, F={self.in_features}), got {tuple(x.shape)}{hint}")
         y = x.transpose(1, 2)  # (N, F, T): the one place the series is channels-first
+        valid = None
+        if lengths is not None:
+            valid = (torch.arange(y.shape[-1], device=y.device) < lengths.to(y.device).unsqueeze(1)).unsqueeze(1)
         for pad, layer in zip(self.pads, self.layers):
             y = layer(F.pad(y, pad))  # (N, C_i, T)
-        if self.time_stride > 1:
-            y = F.max_pool1d(y, self.time_stride, ceil_mode=True)  # (N, C, ceil(T / pool))
+            if valid is not None:
+                y = y * valid  # padded steps stay zero, as the unpadded series' own padding is
+        p = self.time_stride
+        if p > 1:  # max over windows of p steps; padded steps never win (unfold exports with a dynamic T)
+            if valid is not None:
+                y = y.masked_fill(~valid, float("-inf"))
+            y = F.pad(y, (0, p - 1), value=float("-inf")).unfold(-1, p, p).amax(-1)  # (N, C, ceil(T / p))
+            if valid is not None:  # windows wholly past a series' end: zero, not -inf
+                y = y.masked_fill(torch.isinf(y), 0.0)
         return y.transpose(1, 2)  # (N, T', F')
 
 

@@ -209,7 +209,7 @@ def model_options(f):
             click.option(
                 "--pool",
                 default=None,
-                type=int,
+                type=click.IntRange(min=1),
                 help="Series: max-pool time by this factor before the RNN (default 4).",
             ),
         ]
@@ -244,7 +244,7 @@ def clip_options(f):
 def fit_options(f):
     for opt in reversed(
         [
-            click.option("--epochs", default=10, show_default=True),
+            click.option("--epochs", default=10, show_default=True, help="Series: 300 unless given."),
             click.option("--batch-size", default=8, show_default=True),
             click.option("--lr", default=1e-3, show_default=True),
             click.option("--weight-decay", default=1e-4, show_default=True),
@@ -347,6 +347,9 @@ def _train_series(data, out, opts, kw) -> dict:
         if "pool" not in given:
             backbone["pool"] = 1
         model.setdefault("bidirectional", False)
+        model.setdefault("head", "last")
+        if model["bidirectional"] or backbone["pool"] > 1:
+            click.echo("note: --bidirectional or --pool > 1 makes a --causal model that cannot stream", err=True)
     model["backbone_options"] = backbone
     if "epochs" not in given:
         opts.epochs = SERIES_EPOCHS  # small UCR-style training sets need many passes
@@ -565,7 +568,7 @@ def demo(out, data, epochs, seed, compare_bridges, precision) -> None:
     try:
         d.ensure_data(data, data_progress)
         if compare_bridges:
-            rows = d.compare_bridges(out, data, epochs=epochs, seed=seed)
+            rows = d.compare_bridges(out, data, epochs=epochs, seed=seed, precision=precision)
             click.echo(f"{'bridge':<10} {'test acc':>8} {'params':>9} {'train s':>8}")
             for r in rows:
                 click.echo(f"{r['bridge']:<10} {r['test_accuracy']:8.3f} {r['params']:9,d} {r['train_seconds']:8.1f}")

@@ -12,6 +12,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import time
@@ -124,6 +125,22 @@ def _quiet():
     return stack
 
 
+def _in_float32(fn):
+    """Export the float32 graph even from a model set to infer in bf16; the model's precision is kept."""
+
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        before = getattr(model, "precision", "32")
+        model.precision = "32"
+        try:
+            return fn(model, *args, **kwargs)
+        finally:
+            model.precision = before
+
+    return wrapper
+
+
+@_in_float32
 def export_onnx(
     model: CNNLSTM,
     path: str | Path,
@@ -229,7 +246,13 @@ def _verify_clip(model: CNNLSTM, path: Path, batches: tuple[int, ...]) -> list[d
         for t in _lengths_to_check(model):
             x = torch.randn(_clip_shape(model, b, t))
             ref = model(x).numpy()
-            got = sess.run(None, {"clip": x.numpy()})[0]
+            try:
+                got = sess.run(None, {"clip": x.numpy()})[0]
+            except Exception as e:  # onnxruntime's own error types
+                raise ExportError(
+                    f"the exported graph {path} cannot run a clip {tuple(x.shape)} that the model runs: "
+                    f"{str(e).splitlines()[0][:300]}"
+                ) from None
             checks.append({"input": f"clip {tuple(x.shape)}", "max_abs_diff": float(np.abs(ref - got).max())})
     return checks
 
@@ -256,6 +279,7 @@ def _verify_step(model: CNNLSTM, path: Path, batches: tuple[int, ...]) -> list[d
     return checks
 
 
+@_in_float32
 def export_torchscript(
     model: CNNLSTM, path: str | Path, *, kind: str = "clip", verify: bool = True, tol: float = 1e-4
 ) -> ExportReport:

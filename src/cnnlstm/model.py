@@ -17,7 +17,7 @@ from torch import nn
 
 from . import layout as L
 from ._guard import shape_guard
-from .backbones import build_backbone
+from .backbones import Conv1dBackbone, build_backbone
 from .errors import ConfigError, ShapeError
 from .layers.bridges import BRIDGES, Bridge
 from .layers.bridges import bridge as make_bridge
@@ -225,6 +225,12 @@ class CNNLSTM(nn.Module):
                 f"{_fmt(feats)}; for a {kind} use bridge={_DEFAULT_BRIDGE[kind]!r}"
             )
         self.bridge = bridge
+        if getattr(self.backbone, "time_stride", 1) > 1 and head == "frames":
+            raise ConfigError(
+                f"head='frames' gives one output per step, but the backbone pools time by "
+                f"{self.backbone.time_stride}: use backbone_options={{'pool': 1}}, or a head over the whole "
+                "sequence (last, mean, attention)"
+            )
         seq = bridge.output_shape(tuple(feats))  # (1, T', F)
         self.rnn = Temporal(seq[-1], hidden_size, rnn, num_layers, bidirectional, dropout)
         self.head = make_head(
@@ -320,7 +326,7 @@ class CNNLSTM(nn.Module):
             lengths: optional ``(N,)``.
 
         Returns:
-            ``(N, T, F)``.
+            ``(N, T', F)``: ``T' = T`` except after a time-pooling backbone (``ceil(T / pool)``).
         """
         raw = tuple(x.shape) if isinstance(x, torch.Tensor) else ()
         x, lengths = self._entry(x, lengths)
@@ -329,7 +335,10 @@ class CNNLSTM(nn.Module):
 
     def _features(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         # clip: (N, T, C', H', W'); image: (N, C', H', W'); series: (N, T, F')
-        maps = self.backbone(x, lengths) if self.kind == "clip" else self.backbone(x)
+        if self.kind == "clip" or (lengths is not None and isinstance(self.backbone, Conv1dBackbone)):
+            maps = self.backbone(x, lengths)
+        else:
+            maps = self.backbone(x)
         return self.bridge(maps)  # (N, T, F)
 
     def forward(self, x: torch.Tensor, lengths: Any = None) -> torch.Tensor:

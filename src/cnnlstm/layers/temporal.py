@@ -176,7 +176,8 @@ class MeanPool(Head):
         if lengths is None:
             return states.mean(dim=1)  # (N, D)
         mask = valid_mask(lengths.to(states.device), states.shape[1]).unsqueeze(-1)  # (N, T, 1)
-        return (states * mask).sum(dim=1) / lengths.to(states.device, states.dtype).unsqueeze(-1)  # (N, D)
+        total = (states * mask).sum(dim=1)
+        return total / lengths.to(states.device, torch.float32).unsqueeze(-1)  # (N, D); float32 under bf16
 
 
 @register_head("attention")

@@ -83,7 +83,13 @@ def fit_anomaly(
             raise DataError(f"{folder} holds no video files to learn normal motion from")
         order = rng.permutation(len(files))
         cut = max(1, len(files) // 5)
-        spec = ClipSpec(clip_len=clip_len, size=size, sampling="random")
+        if clip_len <= VIDEO_TARGET["horizon"]:
+            raise DataError(
+                f"clip_len {clip_len} leaves nothing to predict {VIDEO_TARGET['horizon']} frames ahead: "
+                f"use clips longer than {VIDEO_TARGET['horizon'] + 2} frames"
+            )
+        # short videos are padded with lengths, not by repeating the last frame (that would teach freezes)
+        spec = ClipSpec(clip_len=clip_len, size=size, sampling="random", pad="lengths")
         full = VideoDataset([VideoItem(str(files[i]), 0) for i in order], ["normal"], spec=spec, seed=opts.seed)
         train_ds, held = full.subset(range(cut, len(full))), full.subset(range(cut))
         target = VIDEO_TARGET
@@ -128,7 +134,7 @@ def fit_anomaly(
     model = module.model.eval()
     with torch.inference_mode():
         if kind == "video":  # scores are relative to the size of the change; eps from normal change sizes
-            target = {**target, "relative": 0.1 * _mean_change(held_seqs, target)}
+            target = {**target, "relative": max(0.1 * _mean_change(held_seqs, target), 1e-6)}
         errs = [next_step_errors(model, s[None], kind, **target)[0].numpy() for s in held_seqs]
     # a prediction needs two seen steps (a direction of motion) before it can be judged
     stats = calibrate(errs, false_alarm_rate, warmup=max(3, target["horizon"] + 2), **target)
@@ -240,8 +246,8 @@ def score_anomaly(run: str | Path, data: str | Path, out: str | Path | None = No
     with torch.inference_mode():
         err = next_step_errors(model, torch.from_numpy(norm(values))[None], "series", **stats.target)[0].numpy()
     z = stats.standardise(err)
-    h = min(stats.horizon, len(z) - 1)
-    z[:h] = z[h]  # the first steps have no prediction
+    w = min(stats.warmup, len(z) - 1)
+    z[:w] = np.median(z[w:])  # the first steps have no prediction, or one from too little history: neutral
     png = plot_scores([z], [str(data)], stats.threshold, folder / "timeline.png", series=values[:, 0], truth=labels)
     result = {"steps": len(z), "threshold": stats.threshold, "png": str(png), "max_step": int(z.argmax())}
     if labels is not None and labels.any():

@@ -76,12 +76,13 @@ def compare_bridges(
     epochs: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    precision: str = "32",
 ) -> list[dict[str, Any]]:
     """Train the demo model once per bridge; accuracy, parameters and time for each."""
     rows = []
     for b in bridges:
         t0 = time.time()
-        r = run_demo(Path(out) / b, data, epochs, seed, bridge=b, progress=progress)
+        r = run_demo(Path(out) / b, data, epochs, seed, bridge=b, progress=progress, precision=precision)
         rows.append(
             {
                 "bridge": b,
