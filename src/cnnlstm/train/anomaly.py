@@ -264,6 +264,7 @@ def _metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[s
         "auroc": auroc(labels, scores),
         "precision": tp / max(1, int(flags.sum())),
         "recall": tp / max(1, int((labels == 1).sum())),
+        "flagged": int(flags.sum()),
     }
 
 

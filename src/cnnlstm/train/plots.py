@@ -46,7 +46,10 @@ def plot_curves(metrics_csv: str | Path, path: str | Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy" if what == "acc" else "cross-entropy")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
+        else:  # a loss-only task (forecast, anomaly)
+            ax.text(0.5, 0.5, f"no {what} logged for this task", ha="center", va="center", transform=ax.transAxes)
     axes[0].set_title("loss")
     axes[1].set_title("accuracy")
     fig.tight_layout()
