@@ -10,7 +10,6 @@ and AUROC by anomaly kind. Writes bench/results/anomaly.json (a run of some part
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, machine, save
 
 from cnnlstm.anomaly import auroc
+from cnnlstm.data.series import save_sequence
 from cnnlstm.data.synthetic import injected_anomaly_series, make_anomaly_videos
 from cnnlstm.train.anomaly import _series_parts, fit_anomaly, score_anomaly
 from cnnlstm.train.fit import TrainOptions
@@ -78,26 +78,17 @@ def kdd(tmp: Path, seed: int) -> dict:
     }
 
 
-def _csv(path: Path, values: np.ndarray, labels: np.ndarray | None = None) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["value"] + (["is_anomaly"] if labels is not None else []))
-        for i, v in enumerate(values[:, 0]):
-            w.writerow([float(v)] + ([int(labels[i])] if labels is not None else []))
-    return path
-
-
 def injected(tmp: Path, seed: int) -> dict:
     v, y = injected_anomaly_series(seed=seed)
     q = len(v) // 4
     run = tmp / "injected-run"
     fit = fit_anomaly(
-        _csv(tmp / "train.csv", v[:q]),
+        save_sequence(tmp / "train.csv", v[:q]),
         run,
         TrainOptions(epochs=15, batch_size=16, lr=3e-3, seed=seed, progress=False),
         window=64,
     )
-    r = score_anomaly(run, _csv(tmp / "test.csv", v[q:], y[q:]))
+    r = score_anomaly(run, save_sequence(tmp / "test.csv", v[q:], y[q:]))
     z = np.array(json.loads((run / "scores" / "series_scores.json").read_text())["z"])
     # the kinds cycle spike, level, flat from the first injected step on (injected_anomaly_series)
     labels = y[q:]

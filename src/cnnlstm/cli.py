@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -56,6 +57,11 @@ def _load_target(target: str):
 @click.version_option(__version__, prog_name="cnnlstm")
 def main() -> None:
     """cnnlstm: CNN -> LSTM/GRU models that work on their shapes."""
+
+
+def _inference_precision(help: str = "bf16: bfloat16 inference (opt-in; fast on CPUs with AVX512-BF16/AMX).") -> Any:
+    """The ``--precision 32|bf16`` option of the commands that run a trained model."""
+    return click.option("--precision", default="32", show_default=True, type=click.Choice(["32", "bf16"]), help=help)
 
 
 @main.command()
@@ -463,13 +469,7 @@ def _print_eval(result: dict) -> None:
     is_flag=True,
     help="Without split folders, evaluate every video (default: those the run held out).",
 )
-@click.option(
-    "--precision",
-    default="32",
-    show_default=True,
-    type=click.Choice(["32", "bf16"]),
-    help="bf16: bfloat16 inference (opt-in; fast on CPUs with AVX512-BF16/AMX).",
-)
+@_inference_precision()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
 def evaluate(run, data, split, sampling, batch_size, workers, all_videos, precision, as_json) -> None:
     """Accuracy, macro-F1 and a per-class table of RUN on labelled videos DATA; writes a confusion-matrix PNG."""
@@ -496,13 +496,7 @@ def evaluate(run, data, split, sampling, batch_size, workers, all_videos, precis
 @click.argument("videos", nargs=-1, required=True)
 @click.option("--top-k", default=3, show_default=True)
 @click.option("--sampling", default=None, type=click.Choice(["uniform", "random", "dense"]))
-@click.option(
-    "--precision",
-    default="32",
-    show_default=True,
-    type=click.Choice(["32", "bf16"]),
-    help="bf16: bfloat16 inference (opt-in; fast on CPUs with AVX512-BF16/AMX).",
-)
+@_inference_precision()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable results.")
 def predict(run, videos, top_k, sampling, precision, as_json) -> None:
     """Top-k labels with probabilities for each of VIDEOS, sampled as RUN was trained."""
@@ -540,13 +534,7 @@ def predict(run, videos, top_k, sampling, precision, as_json) -> None:
 @click.option("--epochs", default=None, type=int, help="Training epochs (default 8).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--compare-bridges", is_flag=True, help="Train once per bridge (gap, grid, flatten, attention).")
-@click.option(
-    "--precision",
-    default="32",
-    show_default=True,
-    type=click.Choice(["32", "bf16"]),
-    help="bf16: train with bfloat16 autocast and test in bfloat16 (opt-in; its accuracy cost shows).",
-)
+@_inference_precision("bf16: train with bfloat16 autocast and test in bfloat16 (opt-in; its accuracy cost shows).")
 def demo(out, data, epochs, seed, compare_bridges, precision) -> None:
     """Make "moving digits" videos from scikit-learn's digits, train a CNN-LSTM on them, test it."""
     from .errors import CnnlstmError
@@ -593,13 +581,7 @@ def demo(out, data, epochs, seed, compare_bridges, precision) -> None:
 @click.option("--stride", default=1, show_default=True, help="Feed every STRIDE-th frame.")
 @click.option("--every", default=25, show_default=True, help="Print the running prediction every K fed frames.")
 @click.option("--plot", default=None, type=click.Path(), help="Timeline PNG (default: RUN/stream-VIDEO.png).")
-@click.option(
-    "--precision",
-    default="32",
-    show_default=True,
-    type=click.Choice(["32", "bf16"]),
-    help="bf16: bfloat16 inference (opt-in; fast on CPUs with AVX512-BF16/AMX).",
-)
+@_inference_precision()
 def stream(run, video, stride, every, plot, precision) -> None:
     """Stream VIDEO frame by frame through RUN's model, carrying the RNN state; plot class probabilities over time."""
     from pathlib import Path

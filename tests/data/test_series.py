@@ -578,3 +578,22 @@ def test_evaluate_a_series_run_on_a_missing_file(basic_motions_run, tmp_path):
     result = invoke("evaluate", str(out), str(tmp_path / "gone.npz"))
     assert result.exit_code == 1, result.output
     assert "no such file" in result.output
+
+
+def test_save_sequence_round_trips_values_and_anomaly_labels(tmp_path):
+    from cnnlstm.data.series import load_sequence, save_sequence
+    from cnnlstm.train.anomaly import _series_parts
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(50, 3)).astype(np.float32)
+    y = (np.arange(50) % 7 == 0).astype(int)
+    path = save_sequence(tmp_path / "s.csv", v, y)
+    back, names = load_sequence(path)
+    assert names == ["x0", "x1", "x2", "is_anomaly"]
+    np.testing.assert_allclose(back[:, :3], v, rtol=1e-6)
+    values, labels = _series_parts(str(path), "test")
+    assert values.shape == (50, 3) and labels.tolist() == y.tolist()
+    one, names = load_sequence(save_sequence(tmp_path / "one.csv", v[:, 0]))
+    assert names == ["value"] and one.shape == (50, 1)
+    with pytest.raises(DataError, match="3 labels for 50 steps"):
+        save_sequence(tmp_path / "bad.csv", v, y[:3])

@@ -1,6 +1,5 @@
 """Anomaly detection: next-step errors, calibration on normal data only, fit/score through the CLI."""
 
-import csv
 import json
 
 import numpy as np
@@ -11,6 +10,7 @@ from click.testing import CliRunner
 import cnnlstm as cl
 from cnnlstm.anomaly import AnomalyStats, auroc, calibrate, next_step_errors, targets
 from cnnlstm.cli import main
+from cnnlstm.data.series import save_sequence
 from cnnlstm.data.synthetic import injected_anomaly_series, make_anomaly_videos
 
 
@@ -97,21 +97,12 @@ def test_stats_round_trip():
     assert AnomalyStats(**s.to_dict()) == s
 
 
-def _csv(path, values, labels=None):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["value"] + (["is_anomaly"] if labels is not None else []))
-        for i, v in enumerate(values[:, 0]):
-            w.writerow([float(v)] + ([int(labels[i])] if labels is not None else []))
-    return path
-
-
 @pytest.mark.slow
 def test_series_planted_anomalies_score_higher_than_normal_steps(tmp_path):
     v, y = injected_anomaly_series(length=1600, every=200)
     q = len(v) // 4
-    train = _csv(tmp_path / "train.csv", v[:q])
-    test = _csv(tmp_path / "test.csv", v[q:], y[q:])
+    train = save_sequence(tmp_path / "train.csv", v[:q])
+    test = save_sequence(tmp_path / "test.csv", v[q:], y[q:])
     run = tmp_path / "run"
     fit = CliRunner().invoke(
         main, ["anomaly", "fit", str(train), "--out", str(run), "--epochs", "15", "--window", "64"]

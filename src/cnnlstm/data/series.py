@@ -38,6 +38,7 @@ __all__ = [
     "is_series_source",
     "load_sequence",
     "load_series",
+    "save_sequence",
 ]
 
 _TIME_COLUMNS = ("t", "time", "timestamp", "step")
@@ -330,6 +331,29 @@ def collate_series(batch: list[dict[str, Any]]) -> dict[str, Any]:
         "index": torch.tensor([b["index"] for b in batch]),
         "skipped": [],
     }
+
+
+def save_sequence(path: str | Path, values: np.ndarray, is_anomaly: np.ndarray | None = None) -> Path:
+    """Write one long series as the CSV that :func:`load_sequence` and ``cnnlstm anomaly`` read.
+
+    Args:
+        path: the CSV to write.
+        values: ``(T,)`` or ``(T, F)``; the columns are named ``x0``... (``value`` for one channel).
+        is_anomaly: optional ``(T,)`` 0/1 labels, written as the ``is_anomaly`` column that scoring reads.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[:, None] if v.ndim == 1 else v
+    if v.ndim != 2:
+        raise DataError(f"a series to save is (T,) or (T, F), got {v.shape}")
+    if is_anomaly is not None and len(is_anomaly) != len(v):
+        raise DataError(f"is_anomaly has {len(is_anomaly)} labels for {len(v)} steps")
+    names = ["value"] if v.shape[1] == 1 else [f"x{i}" for i in range(v.shape[1])]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(names + (["is_anomaly"] if is_anomaly is not None else []))
+        for t, row in enumerate(v):
+            w.writerow([float(x) for x in row] + ([int(is_anomaly[t])] if is_anomaly is not None else []))
+    return Path(path)
 
 
 def load_sequence(source: str | Path) -> tuple[np.ndarray, list[str]]:
