@@ -65,6 +65,26 @@ def test_train_writes_the_run_folder(trained):
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_saved_model_is_the_epoch_with_the_lowest_validation_loss(tiny_videos, tmp_path):
+    # accuracy saturates and ties kept the first epoch: the run must keep the lowest validation loss
+    from safetensors.torch import load_file
+
+    from cnnlstm.train.plots import read_epoch_metrics
+
+    out = tmp_path / "r"
+    result = _train(tiny_videos, out, "--epochs", "3", "--lr", "0.01")
+    assert result.exit_code == 0, result.output
+    m = read_epoch_metrics(out / "metrics.csv")
+    best_epoch, _ = min(m["val_loss"], key=lambda ev: ev[1])
+    ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    assert ckpt["epoch"] == best_epoch
+    saved = load_file(out / "model.safetensors")
+    for k, v in saved.items():
+        torch.testing.assert_close(ckpt["state_dict"]["model." + k], v)
+    run = json.loads((out / "run.json").read_text())
+    assert run["best_val_acc"] == round(dict(m["val_acc"])[best_epoch], 4)
+
+
 def test_run_model_loads_and_checkpoints_are_weights_only(trained):
     out, _ = trained
     model = cl.CNNLSTM.from_pretrained(out)

@@ -24,7 +24,7 @@ from ..data.transforms import ClipTransform
 from ..errors import ConfigError, DataError
 from ..model import CNNLSTM, _atomic_write
 from .module import AtomicCheckpointIO, ClipClassifier, L
-from .plots import plot_curves
+from .plots import plot_curves, read_epoch_metrics
 
 __all__ = ["SERIES_EPOCHS", "SERIES_MODEL", "TrainOptions", "fit_series", "fit_videos", "window_loader", "write_json"]
 
@@ -132,7 +132,9 @@ def _fit(
         task=task,
         anomaly_target=anomaly_target,
     )
-    monitor = {"monitor": "val_acc", "mode": "max"} if val_loader is not None else {"monitor": None}
+    # the lowest validation loss, not the highest accuracy: accuracy saturates (the demo's is 1.000 from
+    # epoch 0 on) and ties kept the first epoch's barely trained weights
+    monitor = {"monitor": "val_loss", "mode": "min"} if val_loader is not None else {"monitor": None}
     ckpt = L.callbacks.ModelCheckpoint(
         dirpath=out / "checkpoints", filename="best", save_last=True, enable_version_counter=False, **monitor
     )
@@ -175,8 +177,12 @@ def _finish(out: Path, trainer, ckpt, module, classes: list[str], data_json: dic
     metrics = out / "metrics.csv"
     merge_metrics(sorted((out / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:])), metrics)
     curves = plot_curves(metrics, out / "curves.png")
-    score = ckpt.best_model_score if ckpt.monitor else None
-    return curves, None if score is None else round(float(score), 4)
+    if not ckpt.monitor or ckpt.best_model_score is None:
+        return curves, None
+    m = read_epoch_metrics(metrics)  # the validation accuracy of the epoch with the lowest validation loss
+    acc = dict(m.get("val_acc", []))
+    best = min(m.get("val_loss", []), key=lambda ev: ev[1], default=(None, None))[0]
+    return curves, None if best not in acc else round(acc[best], 4)
 
 
 def _summary(
