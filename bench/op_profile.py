@@ -1,17 +1,20 @@
 """Where the time goes: PyTorch's per-op profile of one inference and one training step of the reference model.
 
-Run: python bench/op_profile.py [--impl cnnlstm] [--batch 8] [--top 10]
+Run: python bench/op_profile.py [--impl cnnlstm] [--batch 8] [--top 10] [--keras]
 
 Self CPU time per ATen op (torch.profiler), and the convolutions' GFLOP/s against the float32 peak that
 bench/speed.py measures, so the ceiling is plain: if the convolutions already run near the peak, only the
 ops around them (pooling, ReLU, BatchNorm, copies) are left to win. Run it as the command runs training
 (glibc's thresholds raised; see cnnlstm.cli.FAST_MALLOC) to profile what the command does. Writes
-bench/results/op_profile.json.
+bench/results/op_profile.json. ``--keras`` adds TensorFlow's profile of the Keras ``TimeDistributed``
+reference (in bench/speed.py's own virtual environment): thread time per TF op type over its compute threads.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +23,9 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, save
-from speed import build, float32_peak, flops_per_clip
+from speed import HERE, build, float32_peak, flops_per_clip, keras_python
+
+STEPS = 3  # profiled steps; times are per step
 
 
 def main() -> None:
@@ -28,6 +33,7 @@ def main() -> None:
     ap.add_argument("--impl", default="cnnlstm", choices=["cnnlstm", "plain-folded", "plain-loop"])
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--top", type=int, default=10)
+    ap.add_argument("--keras", action="store_true", help="Also profile the Keras 3 / TensorFlow reference.")
     args = ap.parse_args()
     torch.manual_seed(0)
     model = build(args.impl)
@@ -52,8 +58,11 @@ def main() -> None:
         step()
         step()  # warm: oneDNN primitives and the conv-BN-folded copy are built
         with profile(activities=[ProfilerActivity.CPU]) as p:
-            step()
+            for _ in range(STEPS):
+                step()
         ops = sorted(p.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        for e in ops:
+            e.self_cpu_time_total /= STEPS  # per step
         total = sum(e.self_cpu_time_total for e in ops) / 1e6
         conv_fwd = sum(e.self_cpu_time_total for e in ops if e.key == "aten::mkldnn_convolution") / 1e6
         conv_bwd = sum(e.self_cpu_time_total for e in ops if e.key == "aten::convolution_backward") / 1e6
@@ -77,6 +86,23 @@ def main() -> None:
         )
         for row in rows:
             print(f"  {row['op']:42s} {row['ms']:8.1f} ms {100 * row['share']:5.1f}%")
+    if args.keras and (kpy := keras_python()):
+        out = subprocess.run(
+            [str(kpy), str(HERE / "_keras_ref.py"), "profile", str(args.batch)], capture_output=True, text=True
+        )
+        if out.returncode:
+            raise SystemExit(f"the Keras profile failed:\n{out.stderr[-2000:]}")
+        result["keras"] = json.loads(out.stdout.strip().splitlines()[-1])
+        for name, r in result["keras"]["profile"].items():
+            total = sum(o["ms"] for o in r["ops"].values())
+            conv = sum(o["ms"] for k, o in r["ops"].items() if "Conv2D" in k and "Backprop" not in k)
+            print(
+                f"== Keras/TF {name}, batch {args.batch}: {r['wall_ms']:.0f} ms wall, {total:.0f} ms of op time over "
+                f"{r['threads']} compute threads; forward convolutions {gflop / (conv / 1e3 / r['threads']):.0f} "
+                "GFLOP/s (thread time x threads: TF runs two frames' convolutions at once, one on each compute thread)"
+            )
+            for k, o in list(r["ops"].items())[: args.top]:
+                print(f"  {k:42s} {o['ms']:8.1f} ms {100 * o['ms'] / total:5.1f}%  {o['calls']} calls")
     save("op_profile", result)
 
 
