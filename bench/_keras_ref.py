@@ -34,6 +34,22 @@ def build(t=16, h=112, w=112):
     return keras.Model(inp, out)
 
 
+def train_step(model):
+    """One compiled training step (forward, backward, Adam) of ``model``: ``step(x, y) -> loss``."""
+    opt = keras.optimizers.Adam()
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(a, b):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(b, model(a, training=True))
+        grads = tape.gradient(loss, model.trainable_weights)
+        opt.apply_gradients(zip(grads, model.trainable_weights))
+        return loss
+
+    return step
+
+
 STEPS = 3  # profiled steps; times are per step
 
 
@@ -68,18 +84,8 @@ def profile(batch):
     model = build()
     x = np.random.default_rng(0).standard_normal((batch, 16, 112, 112, 3)).astype(np.float32)
     y = np.zeros((batch,), np.int64)
-    opt = keras.optimizers.Adam()
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     infer = tf.function(lambda a: model(a, training=False))
-
-    @tf.function
-    def train(a, b):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(b, model(a, training=True))
-        grads = tape.gradient(loss, model.trainable_weights)
-        opt.apply_gradients(zip(grads, model.trainable_weights))
-        return loss
-
+    train = train_step(model)
     out = {}
     for name, step in (("inference", lambda: infer(x).numpy()), ("training", lambda: train(x, y).numpy())):
         step()
@@ -117,17 +123,7 @@ def main():
             fn(x).numpy()
             times.append(time.perf_counter() - t0)
     else:
-        opt = keras.optimizers.Adam()
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-        @tf.function
-        def step(a, b):
-            with tf.GradientTape() as tape:
-                loss = loss_fn(b, model(a, training=True))
-            grads = tape.gradient(loss, model.trainable_weights)
-            opt.apply_gradients(zip(grads, model.trainable_weights))
-            return loss
-
+        step = train_step(model)
         step(x, y)
         times = []
         for _ in range(repeats):
