@@ -8,7 +8,9 @@ Reference model (issue 5): 16 frames of 3x112x112, 4 blocks conv 3x3 - BatchNorm
 cnnlstm's default CNNLSTM (as a library, and as the cnnlstm command runs it, with glibc's mmap threshold raised);
 plain PyTorch with frames folded into the batch; plain PyTorch with a Python loop over
 frames; Keras 3 on TensorFlow with TimeDistributed(CNN) + LSTM (in its own virtual environment, bench/.venv-keras,
-made by this script). Each measurement runs in a fresh process, so peak memory is the step's own. Parameters are
+made by this script). Each measurement is one warmed-up step in a fresh process, so peak memory is the step's
+own, and the repetitions are interleaved: round r runs every implementation once, so a slow spell of the machine
+spreads over all of them rather than landing on one. Parameters are
 compared as Keras counts them: PyTorch's LSTM has a second, redundant bias vector (b_ih + b_hh is Keras' one
 bias), which is left out of the count.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -71,6 +74,9 @@ def build(impl: str):
     return {"plain-folded": Folded, "plain-loop": Loop}[impl]()
 
 
+WARM_TRAIN = 2  # untimed training steps first: oneDNN primitives, Adam's state and (tuned) glibc's heap are built
+
+
 def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
     import contextlib
 
@@ -95,14 +101,14 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
     else:
         model.train()
         opt = torch.optim.Adam(model.parameters())
-        for i in range(repeats + 1):
+        for i in range(repeats + WARM_TRAIN):
             t0 = time.perf_counter()
             opt.zero_grad()
             with cast:
                 loss = torch.nn.functional.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
-            if i:
+            if i >= WARM_TRAIN:
                 times.append(time.perf_counter() - t0)
     # PyTorch's LSTM keeps two bias vectors (b_ih + b_hh) where Keras keeps their sum: count one, as Keras does
     trainable = sum(p.numel() for n, p in model.named_parameters() if "bias_hh" not in n)
@@ -198,6 +204,24 @@ def keras_python() -> Path | None:
     return py
 
 
+def _measure(impl: str, what: str, batch: int, kpy: Path | None) -> dict | None:
+    """One warmed-up timed step of ``impl`` in a fresh process: {"times", "trainable", "peak_rss_mb"}."""
+    if impl == "keras-tf":
+        cmd = [str(kpy), str(HERE / "_keras_ref.py"), what, str(batch), "1"]
+    else:
+        cmd = [sys.executable, __file__, "--child", impl.replace("-cmd", ""), what, str(batch), "1"]
+    env = None
+    if impl.startswith("cnnlstm-cmd"):  # the library as the cnnlstm command runs it: glibc thresholds raised
+        from cnnlstm.cli import FAST_MALLOC
+
+        env = {**os.environ, **FAST_MALLOC}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode:
+        print(f"{impl} {what} batch {batch} failed: {out.stderr[-500:]}")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -231,35 +255,28 @@ def main() -> None:
     for batch in [int(b) for b in args.batches.split(",")]:
         for what in ("infer", "train"):
             reps = args.repeats if what == "infer" else max(2, args.repeats // 2)
-            for impl in impls:  # one fresh process per cell
-                if impl == "keras-tf":
-                    cmd = [str(kpy), str(HERE / "_keras_ref.py"), what, str(batch), str(reps)]
-                else:
-                    cmd = [sys.executable, __file__, "--child", impl.replace("-cmd", ""), what, str(batch), str(reps)]
-                env = None
-                if impl.startswith(
-                    "cnnlstm-cmd"
-                ):  # the library as the cnnlstm command runs it: glibc thresholds raised
-                    import os
-
-                    from cnnlstm.cli import FAST_MALLOC
-
-                    env = {**os.environ, **FAST_MALLOC}
-                out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                if out.returncode:
-                    print(f"{impl} {what} batch {batch} failed: {out.stderr[-500:]}")
+            got: dict[str, list[dict]] = {impl: [] for impl in impls}
+            # interleaved: round r times each implementation once, in a fresh process (warmed up, then one
+            # timed step), starting one place further each round, so a slow spell of the machine spreads over all
+            for r in range(reps):
+                for impl in impls[r % len(impls) :] + impls[: r % len(impls)]:
+                    one = _measure(impl, what, batch, kpy)
+                    if one is not None:
+                        got[impl].append(one)
+            for impl in impls:
+                if not got[impl]:
                     continue
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-                clips = [batch / t for t in r["times"]]
+                clips = [batch / t for one in got[impl] for t in one["times"]]
+                rss = max(one["peak_rss_mb"] for one in got[impl])
                 results[f"{impl} {what} b{batch}"] = {
                     **summary(clips),
-                    "trainable": r["trainable"],
-                    "peak_rss_mb": r["peak_rss_mb"],
+                    "trainable": got[impl][0]["trainable"],
+                    "peak_rss_mb": rss,
                 }
                 print(
-                    f"{impl:<13} {what:<5} batch {batch:>2}: {summary(clips)['median']:7.2f} clips/s "
-                    f"(min {min(clips):.2f}, max {max(clips):.2f}), peak RSS {r['peak_rss_mb']:.0f} MB, "
-                    f"trainable {r['trainable']:,}",
+                    f"{impl:<16} {what:<5} batch {batch:>2}: {summary(clips)['median']:7.2f} clips/s "
+                    f"(min {min(clips):.2f}, max {max(clips):.2f}, n {len(clips)}), peak RSS {rss:.0f} MB, "
+                    f"trainable {got[impl][0]['trainable']:,}",
                     flush=True,
                 )
     params = {k.split()[0]: v["trainable"] for k, v in results.items()}
