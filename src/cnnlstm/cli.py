@@ -739,12 +739,10 @@ def anomaly_fit(data, out, epochs, batch_size, lr, seed, false_alarm_rate, size,
 
     _setup_logging()
     try:
-        from pathlib import Path
-
-        from .train.anomaly import SERIES_EPOCHS, VIDEO_EPOCHS
+        from .train.anomaly import default_epochs
 
         if epochs is None:
-            epochs = VIDEO_EPOCHS if Path(data).is_dir() else SERIES_EPOCHS
+            epochs = default_epochs(data)
         opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, overwrite=overwrite)
         s = fit_anomaly(data, out, opts, window=window, false_alarm_rate=false_alarm_rate, size=_size(size))
     except CnnlstmError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import os
 import tempfile
@@ -17,7 +18,7 @@ from torch import nn
 
 from . import layout as L
 from ._guard import shape_guard
-from .backbones import Conv1dBackbone, build_backbone
+from .backbones import build_backbone
 from .errors import ConfigError, ShapeError
 from .layers.bridges import BRIDGES, Bridge
 from .layers.bridges import bridge as make_bridge
@@ -198,6 +199,9 @@ class CNNLSTM(nn.Module):
         channels = sample[1] if kind in ("clip", "series") else sample[0]
         cnn = build_backbone(backbone, channels, **backbone_options)
         self.backbone = TimeDistributed(cnn, bn=bn, chunk_size=chunk_size) if kind == "clip" else cnn
+        # a backbone whose forward takes lengths gets them (TimeDistributed skips padded frames, conv1d masks
+        # padded steps); any other module is called on the tensor alone
+        self._backbone_lengths = "lengths" in inspect.signature(self.backbone.forward).parameters
         self.bn = bn
         if bn == "frozen":
             freeze_batchnorm(cnn)
@@ -335,10 +339,7 @@ class CNNLSTM(nn.Module):
 
     def _features(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         # clip: (N, T, C', H', W'); image: (N, C', H', W'); series: (N, T, F')
-        if self.kind == "clip" or (lengths is not None and isinstance(self.backbone, Conv1dBackbone)):
-            maps = self.backbone(x, lengths)
-        else:
-            maps = self.backbone(x)
+        maps = self.backbone(x, lengths) if self._backbone_lengths else self.backbone(x)
         return self.bridge(maps)  # (N, T, F)
 
     def forward(self, x: torch.Tensor, lengths: Any = None) -> torch.Tensor:

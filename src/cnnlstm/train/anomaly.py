@@ -70,7 +70,7 @@ def fit_anomaly(
     threshold (``false_alarm_rate`` of held-out normal clips above it).
     """
     src = str(data)
-    opts = options or TrainOptions(epochs=VIDEO_EPOCHS if Path(src).is_dir() else SERIES_EPOCHS, batch_size=16, lr=3e-3)
+    opts = options or TrainOptions(epochs=default_epochs(src), batch_size=16, lr=3e-3)
     out = Path(out)
     resume_from = _prepare(out, opts)
     t0 = time.time()
@@ -158,14 +158,16 @@ def fit_anomaly(
     )
 
 
+def default_epochs(data: str | Path) -> int:
+    """Training epochs when none are given: ``VIDEO_EPOCHS`` for a folder of videos, ``SERIES_EPOCHS`` for a series."""
+    return VIDEO_EPOCHS if Path(data).is_dir() else SERIES_EPOCHS
+
+
 def _mean_change(seqs: list[torch.Tensor], target: dict[str, Any]) -> float:
     """Mean squared change of the pooled frames over ``horizon`` steps, over normal videos ``(T, C, H, W)``."""
     h, g = target["horizon"], target["grid"]
-    sizes = [
-        (targets(s[None], "video", g)[:, h:] - targets(s[None], "video", g)[:, :-h]).pow(2).mean(-1).flatten()
-        for s in seqs
-        if len(s) > h
-    ]
+    pooled = [targets(s[None], "video", g)[0] for s in seqs if len(s) > h]  # (T, D) each
+    sizes = [(p[h:] - p[:-h]).pow(2).mean(-1) for p in pooled]
     return float(torch.cat(sizes).mean()) if sizes else 0.0
 
 
