@@ -88,3 +88,63 @@ def test_hooks_on_the_backbone_keep_it_unfused():
     with torch.inference_mode():
         model.eval()(torch.randn(2, 3, 3, 32, 32))
     assert seen, "a user's hook must fire"
+
+
+def test_onednn_plan_runs_the_small_backbone_and_swaps_relu_after_pool():
+    from cnnlstm.layers.time_distributed import _OneDNNPrefix
+
+    model = cl.CNNLSTM(input_shape=(3, 3, 32, 32), num_classes=3, hidden_size=8, backbone_options={"channels": (8, 16)})
+    with torch.inference_mode():
+        model.eval()(torch.randn(2, 3, 3, 32, 32))
+    plan = model.backbone._fused[2]
+    assert isinstance(plan, _OneDNNPrefix) and plan.rest == []
+    assert [k for k, _ in plan.steps] == ["conv", "maxpool", "relu"] * 2
+
+
+def test_onednn_prefix_hands_the_rest_of_the_chain_to_dense_modules():
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Sequential(torch.nn.MaxPool2d(2, ceil_mode=True), torch.nn.Conv2d(8, 4, 3, stride=2)),
+        torch.nn.Tanh(),  # not run on oneDNN tensors: from here on the dense modules
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )
+    td = cl.TimeDistributed(cnn).eval()
+    x = torch.randn(2, 3, 3, 15, 15)
+    with torch.no_grad():
+        got = td(x)
+        ref = torch.stack([copy.deepcopy(cnn)(x[:, i].contiguous()) for i in range(3)], dim=1)
+    assert [k for k, _ in td._fused[2].steps] == ["conv", "maxpool", "relu", "conv"]
+    assert len(td._fused[2].rest) == 3
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+
+
+def test_a_sequential_with_its_own_forward_is_not_taken_apart():
+    class Doubled(torch.nn.Sequential):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    torch.manual_seed(0)
+    cnn = Doubled(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    td = cl.TimeDistributed(cnn).eval()
+    x = torch.randn(1, 2, 3, 8, 8)
+    with torch.no_grad():
+        got = td(x)
+    assert td._fused[2] is None
+    torch.testing.assert_close(got, 2 * torch.relu(torch.nn.functional.conv2d(x[0], cnn[0].weight, cnn[0].bias))[None])
+
+
+def test_eval_mode_with_gradients_takes_the_dense_path():
+    torch.manual_seed(0)
+    model = cl.CNNLSTM(input_shape=(3, 3, 32, 32), num_classes=3, hidden_size=8, backbone_options={"channels": (8,)})
+    x = torch.randn(2, 3, 3, 32, 32, requires_grad=True)  # e.g. a saliency map: d output / d pixels
+    model.eval()(x)[:, 0].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_wrong_channels_still_raise_the_backbone_shape_error_at_inference():
+    model = cl.CNNLSTM(input_shape=(3, 3, 32, 32), num_classes=3, hidden_size=8, backbone_options={"channels": (8,)})
+    with torch.inference_mode(), pytest.raises(cl.ShapeError, match="C=3"):
+        model.eval().backbone(torch.randn(2, 3, 4, 32, 32))

@@ -41,6 +41,7 @@ class SmallCNN(nn.Sequential):
     """
 
     kind = "2d"
+    sequential_forward = True  # forward checks the input, then runs the blocks in order
 
     def __init__(self, in_channels: int = 3, channels: tuple[int, ...] = (32, 64, 128, 256), kernel_size: int = 3):
         if kernel_size % 2 != 1:

@@ -83,6 +83,110 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     return out.to(memory_format=torch.channels_last)
 
 
+def _leaves(module: nn.Module) -> list[nn.Module] | None:
+    """The modules that ``module`` runs one after the other, from nested ``nn.Sequential`` containers (and
+    subclasses marked ``sequential_forward = True``); ``None`` when some forward is not a plain chain."""
+    if isinstance(module, nn.Sequential) and (
+        type(module).forward is nn.Sequential.forward or getattr(module, "sequential_forward", False)
+    ):
+        out: list[nn.Module] = []
+        for child in module:
+            sub = _leaves(child)
+            if sub is None:
+                return None
+            out += sub
+        return out
+    return None if isinstance(module, nn.Sequential) else [module]
+
+
+class _OneDNNPrefix:
+    """The leading Conv2d / ReLU / MaxPool2d run of an eval-mode chain of modules on oneDNN's own blocked
+    tensors (``Tensor.to_mkldnn``), with each convolution's weights reordered once into oneDNN's layout.
+
+    PyTorch's dense convolution on the CPU reorders its weights on every call and its max-pooling also
+    computes the indices that only training uses; on the blocked layout the convolutions of the reference
+    model ran at 230-250 GFLOP/s (dense channels_last: 190-220) and max-pooling 3-4x faster (bench/speed.py).
+    A ReLU before a max-pool runs after it (the two commute), on a quarter of the values. The outputs are
+    those of the same oneDNN kernels. The rest of the chain runs as usual on the dense result.
+    """
+
+    def __init__(self, prefix: list[nn.Module], rest: list[nn.Module]):
+        self.steps: list = []
+        for m in prefix:
+            if isinstance(m, nn.Conv2d):
+                args = (list(m.padding), list(m.stride), list(m.dilation), m.groups)
+                w = torch._C._nn.mkldnn_reorder_conv2d_weight(m.weight.detach().contiguous().to_mkldnn(), *args)
+                b = None if m.bias is None else m.bias.detach().contiguous().to_mkldnn()
+                self.steps.append(("conv", (w, b, *args)))
+            elif isinstance(m, nn.ReLU):
+                self.steps.append(("relu", ()))
+            elif isinstance(m, nn.MaxPool2d):
+                pool = ("maxpool", (m.kernel_size, m.stride, m.padding, 1, m.ceil_mode))
+                if self.steps and self.steps[-1][0] == "relu":  # max-pool commutes with ReLU: ReLU on 1/4 the data
+                    self.steps.insert(-1, pool)
+                else:
+                    self.steps.append(pool)
+        self.rest = rest
+
+    @staticmethod
+    def supports(m: nn.Module) -> bool:
+        if isinstance(m, nn.Conv2d):
+            return (
+                type(m).forward is nn.Conv2d.forward
+                and m.padding_mode == "zeros"
+                and not isinstance(m.padding, str)
+                and m.weight.dtype == torch.float32
+            )
+        if isinstance(m, nn.MaxPool2d):
+            return type(m).forward is nn.MaxPool2d.forward and not m.return_indices and m.dilation in (1, (1, 1))
+        return type(m) in (nn.ReLU, nn.Identity) or (
+            isinstance(m, nn.Dropout) and type(m).forward is nn.Dropout.forward
+        )
+
+    @classmethod
+    def build(cls, module: nn.Module) -> _OneDNNPrefix | None:
+        """The plan for an eval-mode ``module``, or ``None`` when it does not start with a convolution chain."""
+        if not torch.backends.mkldnn.is_available():
+            return None
+        leaves = _leaves(module)
+        if not leaves:
+            return None
+        n = 0
+        while n < len(leaves) and cls.supports(leaves[n]):
+            n += 1
+        if not any(isinstance(m, nn.Conv2d) for m in leaves[:n]):
+            return None
+        return cls(leaves[:n], leaves[n:])
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) float32 -> (B, *out)
+        x = frames.contiguous().to_mkldnn()
+        for kind, a in self.steps:
+            if kind == "conv":
+                x = torch.mkldnn_convolution(x, *a)
+            elif kind == "relu":
+                x = torch.relu_(x)
+            else:
+                x = torch.max_pool2d(x, *a)
+        x = x.to_dense()
+        for m in self.rest:
+            x = m(x)
+        return x
+
+
+class _Cache(list):
+    """``[weights' versions, conv-BN-folded copy, its oneDNN plan]``: a plain attribute (not a submodule,
+    not in the state dict) that copies and pickles as empty, so a copy builds its own from its own weights."""
+
+    def __init__(self):
+        super().__init__([None, None, None])
+
+    def __deepcopy__(self, memo) -> _Cache:
+        return _Cache()
+
+    def __reduce__(self):
+        return (_Cache, ())
+
+
 def _one_tensor(y, module: nn.Module) -> torch.Tensor:
     if not isinstance(y, torch.Tensor):
         raise ConfigError(
@@ -151,7 +255,7 @@ class TimeDistributed(nn.Module):
         self.bn = bn
         self.chunk_size = chunk_size
         self._channels_last = False
-        self._fused: list = [None, None]  # [weights' versions, conv-BN-folded copy for inference]
+        self._fused = _Cache()  # [weights' versions, conv-BN-folded copy, its oneDNN plan]
         if bn == "frozen":
             freeze_batchnorm(module)
 
@@ -175,11 +279,12 @@ class TimeDistributed(nn.Module):
         """
         key = tuple(t._version for t in (*self.module.parameters(), *self.module.buffers()))
         if self._fused[0] != key:
-            fused = self.module
+            fused, plan = self.module, None
             if not any(m._forward_hooks or m._forward_pre_hooks for m in self.module.modules()):
                 with torch.inference_mode(False), torch.no_grad():
                     fused = fold_batchnorm(self.module)
-            self._fused = [key, fused]  # a list: not registered as a submodule, not in the state dict
+                    plan = _OneDNNPrefix.build(fused)
+            self._fused[:] = [key, fused, plan]
         return self._fused[1]
 
     def _run(self, frames: torch.Tensor) -> torch.Tensor:  # (B, *in) -> (B, *out)
@@ -195,6 +300,18 @@ class TimeDistributed(nn.Module):
         chunk = self.chunk_size or _auto_chunk(frames)
         if images:
             run = self._inference_module()
+            plan = self._fused[2]
+            if (
+                plan is not None
+                and frames.dtype == torch.float32
+                and not torch.is_grad_enabled()
+                and not torch.is_autocast_enabled("cpu")
+            ):
+                try:
+                    parts = [plan(c) for c in frames.split(chunk)]
+                    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+                except RuntimeError:
+                    pass  # a shape the module rejects: the dense path below raises its own error
             parts = [
                 _one_tensor(run(c.contiguous(memory_format=torch.channels_last)), self.module)
                 for c in frames.split(chunk)
