@@ -5,7 +5,9 @@ Run: python bench/speed.py [--repeats 5] [--no-keras] [--bf16]
 
 Reference model (issue 5): 16 frames of 3x112x112, 4 blocks conv 3x3 - BatchNorm - ReLU - maxpool 2x2 (32, 64, 128,
 256), global average pooling, LSTM 256, Linear 10. Implementations, all with the same trainable parameters:
-cnnlstm's default CNNLSTM (as a library, and as the cnnlstm command runs it, with glibc's mmap threshold raised);
+cnnlstm's default CNNLSTM (as a library imported after torch; imported before torch, which turns on PyTorch's
+transparent huge pages, see cnnlstm._alloc; and as the cnnlstm command runs it: huge pages and glibc's mmap
+and trim thresholds raised);
 plain PyTorch with frames folded into the batch; plain PyTorch with a Python loop over
 frames; Keras 3 on TensorFlow with TimeDistributed(CNN) + LSTM (in its own virtual environment, bench/.venv-keras,
 made by this script). Each measurement is one warmed-up step in a fresh process, so peak memory is the step's
@@ -80,10 +82,12 @@ WARM_TRAIN = 2  # untimed training steps first: oneDNN primitives, Adam's state 
 def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
     import contextlib
 
+    if impl.startswith(("cnnlstm-cmd", "cnnlstm-first")):  # cnnlstm imported before torch: huge pages (_alloc)
+        import cnnlstm  # noqa: F401
     import torch
 
     bf16 = impl.endswith("-bf16")  # the opt-in lower-precision path: bfloat16 autocast (Lightning's bf16-mixed)
-    model = build(impl.removesuffix("-bf16"))
+    model = build(impl.removesuffix("-bf16").replace("-cmd", "").replace("-first", ""))
     if bf16:
         model.set_precision("bf16")
     cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -209,9 +213,9 @@ def _measure(impl: str, what: str, batch: int, kpy: Path | None) -> dict | None:
     if impl == "keras-tf":
         cmd = [str(kpy), str(HERE / "_keras_ref.py"), what, str(batch), "1"]
     else:
-        cmd = [sys.executable, __file__, "--child", impl.replace("-cmd", ""), what, str(batch), "1"]
+        cmd = [sys.executable, __file__, "--child", impl, what, str(batch), "1"]
     env = None
-    if impl.startswith("cnnlstm-cmd"):  # the library as the cnnlstm command runs it: glibc thresholds raised
+    if impl.startswith("cnnlstm-cmd"):  # the library as the cnnlstm command runs it: glibc thresholds raised too
         from cnnlstm.cli import FAST_MALLOC
 
         env = {**os.environ, **FAST_MALLOC}
@@ -243,7 +247,7 @@ def main() -> None:
         return
     from _common import machine, save, summary
 
-    impls = ["cnnlstm", "cnnlstm-cmd", "plain-folded", "plain-loop"]
+    impls = ["cnnlstm", "cnnlstm-first", "cnnlstm-cmd", "plain-folded", "plain-loop"]
     if args.bf16 or "cnnlstm-cmd-bf16" in (args.impls or ""):
         impls.append("cnnlstm-cmd-bf16")
     kpy = None if args.no_keras else keras_python()

@@ -90,3 +90,32 @@ def test_the_command_reexecutes_once_with_glibc_thresholds_raised():
         env={**env, "CNNLSTM_NO_MALLOC_TUNING": "1"},
     )
     assert off.stdout.strip() == "None"
+
+
+def _thp_after(code: str, **extra: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "CNNLSTM_NO_MALLOC_TUNING")}
+    code += "; import os; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, **extra}, check=True)
+    return out.stdout.strip()
+
+
+def test_importing_cnnlstm_first_asks_pytorch_for_huge_pages():
+    from cnnlstm._alloc import huge_pages_available
+
+    assert _thp_after("import cnnlstm") == ("1" if huge_pages_available() else "None")
+    assert _thp_after("import torch, cnnlstm") == "None"  # too late: PyTorch has read it already
+    assert _thp_after("import cnnlstm", CNNLSTM_NO_MALLOC_TUNING="1") == "None"
+    assert _thp_after("import cnnlstm", THP_MEM_ALLOC_ENABLE="0") == "0"  # the user's own setting stands
+
+
+def test_huge_pages_follow_the_kernel_setting(tmp_path, monkeypatch):
+    from cnnlstm import _alloc
+
+    sysfs = tmp_path / "enabled"
+    monkeypatch.setattr(_alloc, "THP_SYSFS", sysfs)
+    sysfs.write_text("always madvise [never]\n")
+    assert not _alloc.huge_pages_available()
+    sysfs.write_text("always [madvise] never\n")
+    assert _alloc.huge_pages_available() == sys.platform.startswith("linux")
+    sysfs.unlink()
+    assert not _alloc.huge_pages_available()

@@ -1,6 +1,7 @@
 """Every speed path gives the plain path's outputs (float32, 1e-4): chunks, channels_last, train and eval."""
 
 import copy
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -8,11 +9,18 @@ import torch
 import cnnlstm as cl
 
 
+def _chain(cnn: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``cnn``'s modules one after the other, as plain ``nn.Sequential`` runs them (no fused blocks)."""
+    for m in cnn:
+        x = _chain(m, x) if isinstance(m, torch.nn.Sequential) else m(x)
+    return x
+
+
 def _plain(model: cl.CNNLSTM, x: torch.Tensor) -> torch.Tensor:
-    """The reference computation: all frames folded at once, NCHW, straight through each part."""
+    """The reference computation: all frames folded at once, NCHW, straight through each module."""
     cnn = model.backbone.module  # never run through TimeDistributed: its weights keep their NCHW format
     n, t = x.shape[:2]
-    maps = cnn(x.flatten(0, 1).contiguous()).unflatten(0, (n, t))  # (N, T, C, H, W)
+    maps = _chain(cnn, x.flatten(0, 1).contiguous()).unflatten(0, (n, t))  # (N, T, C, H, W)
     return model.head(model.rnn(model.bridge(maps))[0])
 
 
@@ -148,3 +156,103 @@ def test_wrong_channels_still_raise_the_backbone_shape_error_at_inference():
     model = cl.CNNLSTM(input_shape=(3, 3, 32, 32), num_classes=3, hidden_size=8, backbone_options={"channels": (8,)})
     with torch.inference_mode(), pytest.raises(cl.ShapeError, match="C=3"):
         model.eval().backbone(torch.randn(2, 3, 4, 32, 32))
+
+
+def _bn_cases():
+    return {
+        "momentum": dict(),
+        "cumulative": dict(momentum=None),
+        "no-affine": dict(affine=False),
+        "no-stats": dict(track_running_stats=False),
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "frozen"),
+    [(c, False) for c in _bn_cases()] + [(c, True) for c in _bn_cases() if c != "no-stats"],  # eval BN needs stats
+)
+def test_fused_training_block_equals_the_plain_chain(case, frozen):
+    from cnnlstm.backbones import ConvBlock
+    from cnnlstm.layers.time_distributed import freeze_batchnorm
+
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(6, **_bn_cases()[case])
+    block = ConvBlock(
+        OrderedDict(conv=torch.nn.Conv2d(3, 6, 3, padding=1), bn=bn, relu=torch.nn.ReLU(), pool=torch.nn.MaxPool2d(2))
+    )
+    if bn.affine:
+        torch.nn.init.uniform_(bn.weight, -1.0, 1.0)  # negative scales too: pooling must still come after BatchNorm
+        torch.nn.init.uniform_(bn.bias, -0.5, 0.5)
+    if frozen:
+        freeze_batchnorm(block)
+    plain = copy.deepcopy(block)
+    x = torch.randn(4, 3, 9, 10)
+    assert block._fusable(x)
+    for _ in range(2):  # twice: the running statistics and the step count move as BatchNorm moves them
+        out, ref = block(x), _chain(plain, x)
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+        (out * torch.arange(out.numel()).view_as(out)).sum().backward()
+        (ref * torch.arange(ref.numel()).view_as(ref)).sum().backward()
+    for (name, a), b in zip(block.named_parameters(), plain.parameters()):
+        if b.grad is None:
+            assert a.grad is None, name
+        else:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5, msg=name)
+    for (name, a), b in zip(block.named_buffers(), plain.buffers()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_fused_training_block_keeps_less_for_backward():
+    from cnnlstm.backbones import SmallCNN
+
+    torch.manual_seed(0)
+    cnn = SmallCNN(channels=(8, 16)).train()
+    x = torch.randn(4, 3, 32, 32)
+
+    def saved_bytes(run) -> int:
+        seen: dict[int, int] = {}
+
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            run(x)
+        return sum(seen.values())
+
+    fused, plain = saved_bytes(cnn), saved_bytes(lambda x: _chain(cnn, x))
+    # per block the plain chain also keeps BatchNorm's full-size output (ReLU and max-pool save it)
+    assert fused < 0.8 * plain, (fused, plain)
+
+
+def test_blocks_off_the_fast_path_run_the_plain_chain():
+    from cnnlstm.backbones import ConvBlock
+
+    block = ConvBlock(
+        OrderedDict(
+            conv=torch.nn.Conv2d(3, 4, 3), bn=torch.nn.BatchNorm2d(4), relu=torch.nn.ReLU(), pool=torch.nn.MaxPool2d(2)
+        )
+    )
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert not block._fusable(x)
+    block.relu.register_forward_hook(lambda *a: None)
+    assert not block._fusable(x)
+
+
+def test_fused_training_block_under_bf16_autocast_equals_the_plain_chain():
+    from cnnlstm.backbones import ConvBlock
+
+    torch.manual_seed(0)
+    parts = dict(conv=torch.nn.Conv2d(3, 8, 3, padding=1), bn=torch.nn.BatchNorm2d(8))
+    block = ConvBlock(OrderedDict(**parts, relu=torch.nn.ReLU(), pool=torch.nn.MaxPool2d(2)))
+    plain = copy.deepcopy(block)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ref = block(x), _chain(plain, x)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    out.float().sum().backward()
+    ref.float().sum().backward()
+    torch.testing.assert_close(block.conv.weight.grad, plain.conv.weight.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(block.bn.running_var, plain.bn.running_var, rtol=0, atol=1e-6)

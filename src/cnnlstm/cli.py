@@ -806,8 +806,11 @@ def _forward_params(model) -> set[str]:
 # glibc serves every allocation above its mmap threshold (32 MiB at most, by default) with fresh pages
 # and hands them back on free: a folded batch of frames makes conv activations of hundreds of MB, so
 # each training step page-faults them in again (measured: 5.4 s of system time in 7.4 s of wall time).
-# Raising the thresholds before the process starts keeps them in the heap: training ran 2x faster.
-# mallopt() at run time cannot raise the threshold above 32 MiB, so the command re-executes itself once.
+# Raising the thresholds before the process starts keeps them in the heap: training ran 2x faster, at
+# up to twice the peak memory (freed blocks stay in the heap and fragment it). Huge pages alone
+# (cnnlstm._alloc, set by importing cnnlstm) take half of that gain at no memory cost; bench/speed.py
+# measures both. mallopt() at run time cannot raise the threshold above 32 MiB, so the command
+# re-executes itself once.
 FAST_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 34), "MALLOC_TRIM_THRESHOLD_": str(1 << 34)}
 
 
