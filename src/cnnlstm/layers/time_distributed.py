@@ -228,10 +228,11 @@ class TimeDistributed(nn.Module):
 
     Speed: on the CPU, image frames ``(B, C, H, W)`` run in ``channels_last`` memory format
     (the module's weights are converted once), and in eval mode in chunks, through a copy of
-    the module with each BatchNorm folded into its convolution (rebuilt when weights change). On a 2-core CPU
-    this made the reference model's inference about 3x and its training step about 1.5x
-    faster than folding all NCHW frames at once (``bench/speed.py``); the outputs agree to
-    float32 rounding.
+    the module with each BatchNorm folded into its convolution (rebuilt when weights change).
+    Without gradients, the copy's leading Conv2d/ReLU/MaxPool2d chain runs on oneDNN's blocked
+    tensors with its weights reordered once (``_OneDNNPrefix``). On a 2-core CPU this made the
+    reference model's inference about 4x and its training step about 1.5x faster than folding
+    all NCHW frames at once (``bench/speed.py``); the outputs agree to float32 rounding.
 
     Shapes:
         x: ``(N, T, *in)``; lengths: optional ``(N,)``, valid steps per sequence. With
