@@ -87,7 +87,7 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
     import torch
 
     bf16 = impl.endswith("-bf16")  # the opt-in lower-precision path: bfloat16 autocast (Lightning's bf16-mixed)
-    model = build(impl.removesuffix("-bf16").replace("-cmd", "").replace("-first", ""))
+    model = build("cnnlstm" if impl.startswith("cnnlstm") else impl)  # the -first/-cmd/-bf16 rows: how it runs
     if bf16:
         model.set_precision("bf16")
     cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

@@ -28,11 +28,10 @@ def huge_pages_available() -> bool:
         return False
 
 
-def ask_for_huge_pages() -> bool:
-    """Set ``THP_MEM_ALLOC_ENABLE=1`` if it can still take effect; returns whether it is set now."""
+def ask_for_huge_pages() -> None:
+    """Set ``THP_MEM_ALLOC_ENABLE=1`` if it can still take effect and the user has not set it."""
     if "torch" not in sys.modules and not os.environ.get("CNNLSTM_NO_MALLOC_TUNING") and huge_pages_available():
         os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    return os.environ.get("THP_MEM_ALLOC_ENABLE") == "1"
 
 
 ask_for_huge_pages()  # on import of cnnlstm, before its own import of torch

@@ -103,7 +103,7 @@ class ConvBlock(nn.Sequential):
                 momentum = 1.0 / float(bn.num_batches_tracked)
         use_stats = not bn.training or bn.track_running_stats
         pair = torch.nn.modules.utils._pair
-        args = (pair(pool.kernel_size), pair(pool.stride or pool.kernel_size), pair(pool.padding), pair(pool.dilation))
+        args = (pair(pool.kernel_size), pair(pool.stride), pair(pool.padding), pair(pool.dilation))
         return _BatchNormPoolReLU.apply(
             y,
             bn.weight,

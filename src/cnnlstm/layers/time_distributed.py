@@ -187,6 +187,11 @@ class _Cache(list):
         return (_Cache, ())
 
 
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Chunks' outputs ``[(B_i, *out)]`` as one ``(sum B_i, *out)``."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+
+
 def _one_tensor(y, module: nn.Module) -> torch.Tensor:
     if not isinstance(y, torch.Tensor):
         raise ConfigError(
@@ -309,8 +314,7 @@ class TimeDistributed(nn.Module):
                 and not torch.is_autocast_enabled("cpu")
             ):
                 try:
-                    parts = [plan(c) for c in frames.split(chunk)]
-                    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+                    return _join([plan(c) for c in frames.split(chunk)])
                 except RuntimeError:
                     pass  # a shape the module rejects: the dense path below raises its own error
             parts = [
@@ -319,7 +323,7 @@ class TimeDistributed(nn.Module):
             ]
         else:
             parts = [self._call(c) for c in frames.split(chunk)]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        return _join(parts)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Args: x ``(N, T, *in)``; lengths optional ``(N,)``. Returns ``(N, T, *out)``."""
