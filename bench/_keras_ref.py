@@ -109,6 +109,7 @@ def main():
     if sys.argv[1] == "profile":
         return profile(int(sys.argv[2]))
     what, batch, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    warm = int(sys.argv[4]) if len(sys.argv) > 4 else 2  # untimed training steps, as bench/speed.py's children
     model = build()
     trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
     bn_stats = int(sum(np.prod(v.shape) for v in model.non_trainable_weights))
@@ -124,8 +125,8 @@ def main():
             times.append(time.perf_counter() - t0)
     else:
         step = train_step(model)
-        step(x, y)  # traced
-        step(x, y)  # two untimed steps, as bench/speed.py's PyTorch children take
+        for _ in range(warm):  # the first one traces
+            step(x, y).numpy()
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()

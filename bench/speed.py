@@ -6,13 +6,15 @@ Run: python bench/speed.py [--repeats 5] [--no-keras] [--bf16]
 Reference model (issue 5): 16 frames of 3x112x112, 4 blocks conv 3x3 - BatchNorm - ReLU - maxpool 2x2 (32, 64, 128,
 256), global average pooling, LSTM 256, Linear 10. Implementations, all with the same trainable parameters:
 cnnlstm's default CNNLSTM (as a library imported after torch; imported before torch, which turns on PyTorch's
-transparent huge pages, see cnnlstm._alloc; and as the cnnlstm command runs it: huge pages and glibc's mmap
-and trim thresholds raised);
+transparent huge pages, see cnnlstm._alloc; and as the cnnlstm command runs it: huge pages and mimalloc
+preloaded where cnnlstm[fast] installed it, and with glibc's mmap and trim thresholds raised instead, as the
+command runs without it);
 plain PyTorch with frames folded into the batch; plain PyTorch with a Python loop over
 frames; Keras 3 on TensorFlow with TimeDistributed(CNN) + LSTM (in its own virtual environment, bench/.venv-keras,
-made by this script). Each measurement is one warmed-up step in a fresh process, so peak memory is the step's
-own, and the repetitions are interleaved: round r runs every implementation once, so a slow spell of the machine
-spreads over all of them rather than landing on one. Parameters are
+made by this script). Each measurement is a fresh process: inference one warm-up call, then one timed call;
+training WARM_TRAIN untimed steps, then TIMED_TRAIN timed ones (the same for Keras), so peak memory is the
+process's own, and the repetitions are interleaved: round r runs every implementation once, so a slow spell of
+the machine spreads over all of them rather than landing on one. Parameters are
 compared as Keras counts them: PyTorch's LSTM has a second, redundant bias vector (b_ih + b_hh is Keras' one
 bias), which is left out of the count.
 """
@@ -76,7 +78,10 @@ def build(impl: str):
     return {"plain-folded": Folded, "plain-loop": Loop}[impl]()
 
 
-WARM_TRAIN = 2  # untimed training steps first: oneDNN primitives, Adam's state and (tuned) glibc's heap are built
+# untimed training steps first: oneDNN primitives, Adam's state and the allocator's heap are built (step
+# times were seen to fall until the 4th-5th step with glibc's raised thresholds, from the 2nd with mimalloc)
+WARM_TRAIN = 3
+TIMED_TRAIN = 3  # timed training steps per process
 
 
 def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
@@ -209,16 +214,25 @@ def keras_python() -> Path | None:
 
 
 def _measure(impl: str, what: str, batch: int, kpy: Path | None) -> dict | None:
-    """One warmed-up timed step of ``impl`` in a fresh process: {"times", "trainable", "peak_rss_mb"}."""
+    """Warmed-up timed steps of ``impl`` in a fresh process: {"times", "trainable", "peak_rss_mb"}."""
+    n = 1 if what == "infer" else TIMED_TRAIN
     if impl == "keras-tf":
-        cmd = [str(kpy), str(HERE / "_keras_ref.py"), what, str(batch), "1"]
+        cmd = [str(kpy), str(HERE / "_keras_ref.py"), what, str(batch), str(n), str(WARM_TRAIN)]
     else:
-        cmd = [sys.executable, __file__, "--child", impl, what, str(batch), "1"]
+        cmd = [sys.executable, __file__, "--child", impl, what, str(batch), str(n)]
     env = None
-    if impl.startswith("cnnlstm-cmd"):  # the library as the cnnlstm command runs it: glibc thresholds raised too
-        from cnnlstm.cli import FAST_MALLOC
+    if impl.startswith("cnnlstm-cmd"):  # the library as the cnnlstm command runs it: the allocator re-exec'd with
+        from cnnlstm._alloc import MIMALLOC_OPTIONS, fast_malloc_env, mimalloc_library
 
-        env = {**os.environ, **FAST_MALLOC}
+        env = fast_malloc_env(os.environ) or dict(os.environ)
+        if impl == "cnnlstm-cmd-glibc":  # as the command runs without cnnlstm[fast]
+            for k in ("LD_PRELOAD", *MIMALLOC_OPTIONS):
+                env.pop(k, None)
+            from cnnlstm._alloc import GLIBC_THRESHOLDS
+
+            env.update(GLIBC_THRESHOLDS, CNNLSTM_MALLOC="glibc")
+        elif mimalloc_library() is None:
+            print(f"{impl}: cmeel-mimalloc is not installed (pip install -e .[fast]): glibc's thresholds instead")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         print(f"{impl} {what} batch {batch} failed: {out.stderr[-500:]}")
@@ -247,7 +261,7 @@ def main() -> None:
         return
     from _common import machine, save, summary
 
-    impls = ["cnnlstm", "cnnlstm-first", "cnnlstm-cmd", "plain-folded", "plain-loop"]
+    impls = ["cnnlstm", "cnnlstm-first", "cnnlstm-cmd", "cnnlstm-cmd-glibc", "plain-folded", "plain-loop"]
     if args.bf16 or "cnnlstm-cmd-bf16" in (args.impls or ""):
         impls.append("cnnlstm-cmd-bf16")
     kpy = None if args.no_keras else keras_python()
@@ -260,8 +274,8 @@ def main() -> None:
         for what in ("infer", "train"):
             reps = args.repeats if what == "infer" else max(2, args.repeats // 2)
             got: dict[str, list[dict]] = {impl: [] for impl in impls}
-            # interleaved: round r times each implementation once, in a fresh process (warmed up, then one
-            # timed step), starting one place further each round, so a slow spell of the machine spreads over all
+            # interleaved: round r times each implementation once, in a fresh process (warmed up, then timed
+            # steps), starting one place further each round, so a slow spell of the machine spreads over all
             for r in range(reps):
                 for impl in impls[r % len(impls) :] + impls[: r % len(impls)]:
                     one = _measure(impl, what, batch, kpy)
@@ -291,7 +305,22 @@ def main() -> None:
     peak = peaks["peak"]
     for k, v in results.items():  # training counts forward + backward as 3x the forward FLOPs
         v["pct_of_fp32_peak"] = 100 * v["median"] * fl["gflop"] * (1 if " infer " in k else 3) / peak
-    result = {"machine": machine(), "flops": fl, "fp32_gflops": peaks, "results": results, "trainable_params": params}
+    from cnnlstm._alloc import mimalloc_library
+
+    protocol = {
+        "warm_train_steps": WARM_TRAIN,
+        "timed_train_steps": TIMED_TRAIN,
+        "train_processes": max(2, args.repeats // 2),
+    }
+    protocol["command_allocator"] = "mimalloc" if mimalloc_library() else "glibc thresholds"
+    result = {
+        "machine": machine(),
+        "protocol": protocol,
+        "flops": fl,
+        "fp32_gflops": peaks,
+        "results": results,
+        "trainable_params": params,
+    }
     save("speed" if not args.impls else "speed_subset", result)
     if not args.impls:
         print(f"chart: {chart(result)}")

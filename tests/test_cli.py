@@ -1,10 +1,12 @@
 """The `cnnlstm` command, through click's runner and as a real subprocess."""
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import pytest
 from click.testing import CliRunner
 
 from cnnlstm.cli import main
@@ -74,22 +76,56 @@ def test_console_script_runs():
     assert out.returncode == 0 and "cnnlstm" in out.stdout
 
 
-def test_the_command_reexecutes_once_with_glibc_thresholds_raised():
+def _clean_env(**extra: str) -> dict[str, str]:
+    drop = ("MALLOC_", "MIMALLOC_", "CNNLSTM_NO_", "CNNLSTM_MALLOC", "LD_PRELOAD")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(drop)}, **extra}
+
+
+def _after_fast_malloc(env: dict[str, str]) -> dict:
+    """Run ``_fast_malloc`` in a fresh interpreter; what the process it continues as sees."""
     code = (
-        "import os; from cnnlstm.cli import _fast_malloc; _fast_malloc(); "
-        "print(os.environ.get('MALLOC_MMAP_THRESHOLD_'))"
+        "import json, os; from cnnlstm.cli import _fast_malloc; _fast_malloc(); "
+        "maps = open('/proc/self/maps').read() if os.path.exists('/proc/self/maps') else ''; "
+        "print(json.dumps({'env': dict(os.environ), 'mimalloc_mapped': 'libmimalloc' in maps}))"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "CNNLSTM_NO_"))}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.strip() == str(1 << 34)
-    off = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**env, "CNNLSTM_NO_MALLOC_TUNING": "1"},
-    )
-    assert off.stdout.strip() == "None"
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator is tuned on Linux only")
+def test_the_command_reexecutes_once_with_a_faster_allocator():
+    from cnnlstm._alloc import GLIBC_THRESHOLDS, mimalloc_library
+
+    got = _after_fast_malloc(_clean_env())
+    lib = mimalloc_library()
+    if lib is not None:  # cnnlstm[fast]: mimalloc is really loaded in the process that runs the command
+        assert got["env"]["CNNLSTM_MALLOC"] == "mimalloc" and got["mimalloc_mapped"]
+        assert got["env"]["LD_PRELOAD"].split(":")[0] == lib and got["env"]["MIMALLOC_PURGE_DELAY"] == "-1"
+    else:
+        assert got["env"]["CNNLSTM_MALLOC"] == "glibc" and not got["mimalloc_mapped"]
+        assert all(got["env"][k] == v for k, v in GLIBC_THRESHOLDS.items())
+    off = _after_fast_malloc(_clean_env(CNNLSTM_NO_MALLOC_TUNING="1"))
+    assert "CNNLSTM_MALLOC" not in off["env"] and not off["mimalloc_mapped"]
+    own = _after_fast_malloc(_clean_env(MALLOC_MMAP_THRESHOLD_="12345"))  # the user's own tuning stands
+    assert "CNNLSTM_MALLOC" not in own["env"] and own["env"]["MALLOC_MMAP_THRESHOLD_"] == "12345"
+
+
+def test_fast_malloc_env_picks_mimalloc_when_installed_else_glibc(monkeypatch):
+    from cnnlstm import _alloc
+
+    monkeypatch.setattr(_alloc.sys, "platform", "linux")
+    monkeypatch.setattr(_alloc, "mimalloc_library", lambda: "/x/libmimalloc.so")
+    env = _alloc.fast_malloc_env({"PATH": "/bin", "LD_PRELOAD": "/y/libfoo.so", "MIMALLOC_PURGE_DELAY": "100"})
+    assert env["LD_PRELOAD"] == "/x/libmimalloc.so:/y/libfoo.so" and env["PATH"] == "/bin"
+    assert env["MIMALLOC_PURGE_DELAY"] == "100" and env["CNNLSTM_MALLOC"] == "mimalloc"  # the user's value stands
+    assert _alloc.fast_malloc_env(env) is None  # once only: the re-executed process does not loop
+    assert _alloc.fast_malloc_env({"LD_PRELOAD": "/z/libjemalloc.so"}) is None  # the user's own allocator
+    monkeypatch.setattr(_alloc, "mimalloc_library", lambda: None)
+    env = _alloc.fast_malloc_env({"PATH": "/bin"})
+    assert env["CNNLSTM_MALLOC"] == "glibc" and "LD_PRELOAD" not in env
+    assert env["MALLOC_TRIM_THRESHOLD_"] == str(1 << 34)
+    monkeypatch.setattr(_alloc.sys, "platform", "darwin")
+    assert _alloc.fast_malloc_env({"PATH": "/bin"}) is None
 
 
 def _thp_after(code: str, **extra: str) -> str:

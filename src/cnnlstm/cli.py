@@ -803,29 +803,17 @@ def _forward_params(model) -> set[str]:
         return set()
 
 
-# glibc serves every allocation above its mmap threshold (32 MiB at most, by default) with fresh pages
-# and hands them back on free: a folded batch of frames makes conv activations of hundreds of MB, so
-# each training step page-faults them in again (measured: 5.4 s of system time in 7.4 s of wall time).
-# Raising the thresholds before the process starts keeps them in the heap: training ran 2x faster, at
-# up to twice the peak memory (freed blocks stay in the heap and fragment it). Huge pages alone
-# (cnnlstm._alloc, set by importing cnnlstm) take half of that gain at no memory cost; bench/speed.py
-# measures both. mallopt() at run time cannot raise the threshold above 32 MiB, so the command
-# re-executes itself once.
-FAST_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 34), "MALLOC_TRIM_THRESHOLD_": str(1 << 34)}
-
-
 def _fast_malloc() -> None:
-    """Re-execute this process once with glibc's mmap and trim thresholds raised (Linux; opt out with
-    CNNLSTM_NO_MALLOC_TUNING=1)."""
+    """Re-execute this process once with a faster allocator for training steps (Linux: mimalloc where
+    ``cnnlstm[fast]`` installed it, else glibc's thresholds raised; see ``cnnlstm._alloc``). Opt out with
+    ``CNNLSTM_NO_MALLOC_TUNING=1``."""
     import os
 
-    if (
-        not sys.platform.startswith("linux")
-        or os.environ.get("CNNLSTM_NO_MALLOC_TUNING")
-        or all(k in os.environ for k in FAST_MALLOC)
-    ):
+    from cnnlstm._alloc import fast_malloc_env
+
+    env = fast_malloc_env()
+    if env is None:
         return
-    env = {**os.environ, **FAST_MALLOC}
     argv = list(getattr(sys, "orig_argv", [])) or [sys.executable, *sys.argv]
     try:
         os.execve(sys.executable, [sys.executable, *argv[1:]], env)
