@@ -171,9 +171,12 @@ def _bn_cases():
     ("case", "frozen"),
     [(c, False) for c in _bn_cases()] + [(c, True) for c in _bn_cases() if c != "no-stats"],  # eval BN needs stats
 )
-def test_fused_training_block_equals_the_plain_chain(case, frozen):
+def test_fused_training_block_equals_the_plain_chain(case, frozen, monkeypatch):
+    from cnnlstm import backbones
     from cnnlstm.backbones import ConvBlock
     from cnnlstm.layers.time_distributed import freeze_batchnorm
+
+    monkeypatch.setattr(backbones, "CHUNK_BYTES", 3 * 6 * 9 * 10 * 4)  # chunks of 3 frames of 4: one ragged
 
     torch.manual_seed(0)
     bn = torch.nn.BatchNorm2d(6, **_bn_cases()[case])
@@ -193,11 +196,14 @@ def test_fused_training_block_equals_the_plain_chain(case, frozen):
         torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
         (out * torch.arange(out.numel()).view_as(out)).sum().backward()
         (ref * torch.arange(ref.numel()).view_as(ref)).sum().backward()
+    # float32 BatchNorm backward in closed form sums in another order: equal to 1e-5 of the largest gradient
+    # (the conv bias's is 0 up to rounding under batch statistics, so its own scale is no yardstick)
+    scale = max(b.grad.abs().max().item() for b in plain.parameters() if b.grad is not None)
     for (name, a), b in zip(block.named_parameters(), plain.parameters()):
         if b.grad is None:
             assert a.grad is None, name
         else:
-            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5, msg=name)
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5 * scale, msg=name)
     for (name, a), b in zip(block.named_buffers(), plain.buffers()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
 
@@ -214,15 +220,20 @@ def test_fused_training_block_keeps_less_for_backward():
 
         def pack(t):
             seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            dtypes.add(t.dtype)
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             run(x)
         return sum(seen.values())
 
-    fused, plain = saved_bytes(cnn), saved_bytes(lambda x: _chain(cnn, x))
-    # per block the plain chain also keeps BatchNorm's full-size output (ReLU and max-pool save it)
-    assert fused < 0.8 * plain, (fused, plain)
+    dtypes: set = set()
+    fused = saved_bytes(cnn)
+    assert torch.int64 not in dtypes  # no max-pool indices kept: backward recomputes them
+    plain = saved_bytes(lambda x: _chain(cnn, x))
+    # per block the plain chain also keeps BatchNorm's full-size output (ReLU and max-pool save it) and the
+    # int64 indices (half the bytes of the block's input)
+    assert fused < 0.6 * plain, (fused, plain)
 
 
 def test_blocks_off_the_fast_path_run_the_plain_chain():
