@@ -247,6 +247,10 @@ def test_blocks_off_the_fast_path_run_the_plain_chain():
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert not block._fusable(x)
+    assert block._fusable(x)
+    with pytest.MonkeyPatch.context() as mp:  # export and torch.compile record the plain chain
+        mp.setattr(torch.compiler, "is_exporting", lambda: True)
+        assert not block._fusable(x)
     block.relu.register_forward_hook(lambda *a: None)
     assert not block._fusable(x)
 

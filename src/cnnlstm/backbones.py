@@ -162,12 +162,13 @@ class ConvBlock(nn.Sequential):
     sequential_forward = True
 
     def _fusable(self, x: torch.Tensor) -> bool:
+        # export, torch.compile and jit tracing record the plain chain (the fused step's loop would bake in
+        # one batch size)
         conv, bn, relu, pool = (getattr(self, k, None) for k in ("conv", "bn", "relu", "pool"))
         return (
             torch.is_grad_enabled()
             and x.device.type == "cpu"
-            and not torch.compiler.is_compiling()  # export and torch.compile see the plain chain
-            and not torch.jit.is_tracing()
+            and not (torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing())
             and type(conv) is nn.Conv2d
             and type(bn) is nn.BatchNorm2d
             and type(relu) is nn.ReLU
