@@ -11,7 +11,7 @@ preloaded where cnnlstm[fast] installed it, and with glibc's mmap and trim thres
 command runs without it);
 plain PyTorch with frames folded into the batch; plain PyTorch with a Python loop over
 frames; Keras 3 on TensorFlow with TimeDistributed(CNN) + LSTM (in its own virtual environment, bench/.venv-keras,
-made by this script). Each measurement is a fresh process: inference one warm-up call, then one timed call;
+made by this script). Each measurement is a fresh process: inference one warm-up call, then TIMED_INFER timed ones;
 training WARM_TRAIN untimed steps, then TIMED_TRAIN timed ones (the same for Keras), so peak memory is the
 process's own, and the repetitions are interleaved: round r runs every implementation once, so a slow spell of
 the machine spreads over all of them rather than landing on one. Parameters are
@@ -82,6 +82,7 @@ def build(impl: str):
 # times were seen to fall until the 4th-5th step with glibc's raised thresholds, from the 2nd with mimalloc)
 WARM_TRAIN = 3
 TIMED_TRAIN = 3  # timed training steps per process
+TIMED_INFER = 1  # timed inference calls per process, after one untimed call
 
 
 def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
@@ -215,7 +216,7 @@ def keras_python() -> Path | None:
 
 def _measure(impl: str, what: str, batch: int, kpy: Path | None) -> dict | None:
     """Warmed-up timed steps of ``impl`` in a fresh process: {"times", "trainable", "peak_rss_mb"}."""
-    n = 1 if what == "infer" else TIMED_TRAIN
+    n = TIMED_INFER if what == "infer" else TIMED_TRAIN
     if impl == "keras-tf":
         cmd = [str(kpy), str(HERE / "_keras_ref.py"), what, str(batch), str(n), str(WARM_TRAIN)]
     else:
