@@ -1,0 +1,90 @@
+"""The float32 inference ceiling of the reference model on this machine: each block's 3x3 convolution alone.
+
+Run: python bench/conv_ceiling.py [--repeats 3] [--chunks 2,4,8,16]
+
+Times each of the reference model's four convolutions (3->32 at 112x112, 32->64 at 56x56, 64->128 at 28x28,
+128->256 at 14x14) as cnnlstm's inference path runs them: oneDNN's blocked tensors, weights reordered once,
+a chunk of frames per call, for several chunk sizes. Repetitions are interleaved (round r runs every layer and
+chunk once); the median of each is kept. The ceiling is the clips/s that the convolutions alone allow, 16
+frames per clip at the best chunk size per block, with everything else (pooling, ReLU, LSTM) free: an
+implementation of the same model cannot go faster in float32 without faster convolutions. bench/speed.py
+gives what Keras and cnnlstm reach, for the ratio this ceiling allows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import RESULTS, machine, save
+
+BLOCKS = [(3, 32, 112), (32, 64, 56), (64, 128, 28), (128, 256, 14)]  # (C_in, C_out, H = W) of the reference model
+FRAMES = 16
+
+
+def conv_gflops(c_in: int, c_out: int, size: int, chunk: int, calls: int) -> float:
+    """GFLOP/s of one 3x3 convolution (padding 1) on ``chunk`` frames, as the oneDNN inference path runs it."""
+    args = ([1, 1], [1, 1], [1, 1], 1)
+    w = torch._C._nn.mkldnn_reorder_conv2d_weight(torch.randn(c_out, c_in, 3, 3).to_mkldnn(), *args)
+    b = torch.zeros(c_out).to_mkldnn()
+    x = torch.randn(chunk, c_in, size, size).to_mkldnn()
+    for _ in range(2):
+        torch.mkldnn_convolution(x, w, b, *args)
+    t = time.perf_counter()
+    for _ in range(calls):
+        torch.mkldnn_convolution(x, w, b, *args)
+    dt = (time.perf_counter() - t) / calls
+    return 2 * c_in * c_out * 9 * size * size * chunk / dt / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--chunks", default="2,4,8,16")
+    args = ap.parse_args()
+    chunks = [int(c) for c in args.chunks.split(",")]
+    got: dict[tuple[int, int], list[float]] = {}
+    for _ in range(args.repeats):
+        for i, (ci, co, size) in enumerate(BLOCKS):
+            for ch in chunks:
+                got.setdefault((i, ch), []).append(conv_gflops(ci, co, size, ch, calls=max(2, 64 // ch)))
+    table = {f"block{i + 1} chunk {ch}": statistics.median(v) for (i, ch), v in sorted(got.items())}
+    per_frame_ms = 0.0
+    best = {}
+    for i, (ci, co, size) in enumerate(BLOCKS):
+        ch, g = max(((ch, statistics.median(got[(i, ch)])) for ch in chunks), key=lambda t: t[1])
+        gflop = 2 * ci * co * 9 * size * size / 1e9
+        best[f"block{i + 1}"] = {"chunk": ch, "gflops": g, "gflop_per_frame": gflop}
+        per_frame_ms += 1e3 * gflop / g
+    ceiling = 1e3 / (per_frame_ms * FRAMES)
+    result = {"machine": machine(), "gflops": table, "best": best, "ceiling_clips_per_s": ceiling}
+    speed = RESULTS / "speed.json"
+    if speed.exists():  # the ratio to Keras this ceiling allows, against bench/speed.py's latest Keras figure
+        keras = {
+            k: v["median"]
+            for k, v in json.loads(speed.read_text())["results"].items()
+            if k.startswith("keras-tf infer")
+        }
+        result["ceiling_over_keras"] = {k: ceiling / v for k, v in keras.items()}
+    save("conv_ceiling", result)
+    print(f"processor {result['machine'].get('processor')}, {torch.get_num_threads()} threads")
+    print("GFLOP/s per block (chunk of frames): " + ", ".join(f"{k} {v:.0f}" for k, v in table.items()))
+    print(
+        f"ceiling from the convolutions alone: {ceiling:.1f} clips/s float32 "
+        + (
+            "(" + ", ".join(f"{v:.2f}x {k}" for k, v in result.get("ceiling_over_keras", {}).items()) + ")"
+            if "ceiling_over_keras" in result
+            else ""
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
