@@ -221,24 +221,23 @@ def _measure(impl: str, what: str, batch: int, kpy: Path | None) -> dict | None:
         cmd = [str(kpy), str(HERE / "_keras_ref.py"), what, str(batch), str(n), str(WARM_TRAIN)]
     else:
         cmd = [sys.executable, __file__, "--child", impl, what, str(batch), str(n)]
-    env = None
-    if impl.startswith("cnnlstm-cmd"):  # the library as the cnnlstm command runs it: the allocator re-exec'd with
-        from cnnlstm._alloc import MIMALLOC_OPTIONS, fast_malloc_env, mimalloc_library
+    # every row starts from the same environment, without allocator settings of the shell that runs this
+    tuning = ("LD_PRELOAD", "MALLOC_", "MIMALLOC_", "CNNLSTM_", "THP_MEM_ALLOC_ENABLE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(tuning)}
+    if impl.startswith("cnnlstm-cmd"):  # the library as the cnnlstm command runs it: re-exec'd with an allocator
+        from cnnlstm._alloc import GLIBC_THRESHOLDS, fast_malloc_env, mimalloc_library
 
-        env = fast_malloc_env(os.environ) or dict(os.environ)
         if impl == "cnnlstm-cmd-glibc":  # as the command runs without cnnlstm[fast]
-            for k in ("LD_PRELOAD", *MIMALLOC_OPTIONS):
-                env.pop(k, None)
-            from cnnlstm._alloc import GLIBC_THRESHOLDS
-
             env.update(GLIBC_THRESHOLDS, CNNLSTM_MALLOC="glibc")
-        elif mimalloc_library() is None:
-            print(f"{impl}: cmeel-mimalloc is not installed (pip install -e .[fast]): glibc's thresholds instead")
+        else:
+            if mimalloc_library() is None:
+                print(f"{impl}: cmeel-mimalloc is not installed (pip install -e .[fast]): glibc's thresholds instead")
+            env = fast_malloc_env(env) or env
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         print(f"{impl} {what} batch {batch} failed: {out.stderr[-500:]}")
         return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "allocator": env.get("CNNLSTM_MALLOC", "default")}
 
 
 def main() -> None:
@@ -289,6 +288,7 @@ def main() -> None:
                 rss = max(one["peak_rss_mb"] for one in got[impl])
                 results[f"{impl} {what} b{batch}"] = {
                     **summary(clips),
+                    "allocator": got[impl][0]["allocator"],
                     "trainable": got[impl][0]["trainable"],
                     "peak_rss_mb": rss,
                 }
@@ -306,14 +306,11 @@ def main() -> None:
     peak = peaks["peak"]
     for k, v in results.items():  # training counts forward + backward as 3x the forward FLOPs
         v["pct_of_fp32_peak"] = 100 * v["median"] * fl["gflop"] * (1 if " infer " in k else 3) / peak
-    from cnnlstm._alloc import mimalloc_library
-
     protocol = {
         "warm_train_steps": WARM_TRAIN,
         "timed_train_steps": TIMED_TRAIN,
         "train_processes": max(2, args.repeats // 2),
     }
-    protocol["command_allocator"] = "mimalloc" if mimalloc_library() else "glibc thresholds"
     result = {
         "machine": machine(),
         "protocol": protocol,

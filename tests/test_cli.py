@@ -155,3 +155,23 @@ def test_huge_pages_follow_the_kernel_setting(tmp_path, monkeypatch):
     assert _alloc.huge_pages_available() == sys.platform.startswith("linux")
     sysfs.unlink()
     assert not _alloc.huge_pages_available()
+
+
+@pytest.mark.parametrize(("folder", "found"), [("lib", True), ("my env", False), ("a:b", False)])
+def test_mimalloc_library_is_only_a_path_ld_preload_can_take(tmp_path, monkeypatch, folder, found):
+    import importlib.metadata
+
+    from cnnlstm import _alloc
+
+    lib = tmp_path / folder / "libmimalloc.so"
+    lib.parent.mkdir()
+    lib.write_bytes(b"")
+
+    class Entry:
+        name = "libmimalloc.so"
+
+        def locate(self):
+            return lib
+
+    monkeypatch.setattr(importlib.metadata, "files", lambda dist: [Entry()])
+    assert _alloc.mimalloc_library() == (str(lib) if found else None)

@@ -1,5 +1,6 @@
 """Every speed path gives the plain path's outputs (float32, 1e-4): chunks, channels_last, train and eval."""
 
+import contextlib
 import copy
 from collections import OrderedDict
 
@@ -271,3 +272,46 @@ def test_fused_training_block_under_bf16_autocast_equals_the_plain_chain():
     ref.float().sum().backward()
     torch.testing.assert_close(block.conv.weight.grad, plain.conv.weight.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(block.bn.running_var, plain.bn.running_var, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_fused_training_block_trains_a_bias_beside_a_frozen_weight(bf16):
+    from cnnlstm.backbones import ConvBlock
+
+    torch.manual_seed(0)
+    parts = dict(conv=torch.nn.Conv2d(3, 4, 3, padding=1), bn=torch.nn.BatchNorm2d(4))
+    block = ConvBlock(OrderedDict(**parts, relu=torch.nn.ReLU(), pool=torch.nn.MaxPool2d(2)))
+    block.bn.weight.requires_grad_(False)
+    plain = copy.deepcopy(block)
+    x = torch.randn(3, 3, 8, 8)
+    cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with cast:
+        out, ref = block(x), _chain(plain, x)
+    (out.float() * torch.arange(out.numel()).view_as(out)).sum().backward()
+    (ref.float() * torch.arange(ref.numel()).view_as(ref)).sum().backward()
+    assert block.bn.weight.grad is None and block.bn.bias.grad is not None
+    torch.testing.assert_close(block.bn.bias.grad, plain.bn.bias.grad, rtol=1e-4, atol=1e-3)
+
+
+def test_fused_training_block_output_can_be_changed_in_place():
+    from cnnlstm.backbones import ConvBlock
+
+    torch.manual_seed(0)
+    parts = dict(conv=torch.nn.Conv2d(3, 4, 3, padding=1), bn=torch.nn.BatchNorm2d(4))
+    block = ConvBlock(OrderedDict(**parts, relu=torch.nn.ReLU(), pool=torch.nn.MaxPool2d(2)))
+    plain = copy.deepcopy(block)
+    x = torch.randn(3, 3, 8, 8)
+    out, ref = block(x).mul_(2), _chain(plain, x).mul_(2)  # e.g. Dropout(inplace=True) after the block
+    out.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(block.conv.weight.grad, plain.conv.weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_training_block_keeps_batchnorms_errors_and_empty_batches():
+    from cnnlstm.backbones import ConvBlock
+
+    parts = dict(conv=torch.nn.Conv2d(3, 4, 3, padding=1), bn=torch.nn.BatchNorm2d(4))
+    block = ConvBlock(OrderedDict(**parts, relu=torch.nn.ReLU(), pool=torch.nn.MaxPool2d(1)))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        block(torch.randn(1, 3, 1, 1))
+    assert block(torch.randn(0, 3, 8, 8)).shape == (0, 4, 8, 8)

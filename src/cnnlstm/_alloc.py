@@ -59,7 +59,8 @@ MARK = "CNNLSTM_MALLOC"  # set in the re-executed process: which allocator it wa
 
 
 def mimalloc_library() -> str | None:
-    """Path of ``libmimalloc.so`` from the cmeel-mimalloc wheel (``cnnlstm[fast]``), or None without it."""
+    """Path of ``libmimalloc.so`` from the cmeel-mimalloc wheel (``cnnlstm[fast]``), or None without it (or
+    where its path holds a space or a colon, which ``LD_PRELOAD`` cannot take)."""
     from importlib.metadata import PackageNotFoundError, files
 
     try:
@@ -68,7 +69,8 @@ def mimalloc_library() -> str | None:
         return None
     for f in found:
         path = Path(str(f.locate()))
-        if path.is_file():
+        # LD_PRELOAD splits on spaces and colons, with no escaping: such a path cannot be preloaded
+        if path.is_file() and not any(c.isspace() or c == ":" for c in str(path)):
             return str(path)
     return None
 

@@ -57,9 +57,9 @@ class _BatchNormPoolReLU(torch.autograd.Function):
         x, weight, running_mean, running_var, mean, invstd, idx, p = ctx.saved_tensors
         grad = torch.ops.aten.threshold_backward(grad, p, 0)
         grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, *ctx.pool, idx)  # x: shape and layout only
-        affine = weight is not None and weight.requires_grad
+        mask = [True, ctx.needs_input_grad[1], ctx.needs_input_grad[2]]  # a frozen weight, a trained bias: fine
         gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
-            grad, x, weight, running_mean, running_var, mean, invstd, ctx.training, ctx.eps, [True, affine, affine]
+            grad, x, weight, running_mean, running_var, mean, invstd, ctx.training, ctx.eps, mask
         )
         return gx, gw, gb, None, None, None, None, None, None
 
@@ -72,8 +72,9 @@ class _ChunkedBatchNormPoolReLU(torch.autograd.Function):
 
     Forward takes the batch statistics in one pass, then normalizes and pools a few frames at a time
     (``CHUNK_BYTES`` of input, in cache), so no full-size normalized tensor exists. Backward recomputes
-    each chunk's normalized values and pooling indices (the same ops on the same values: the same
-    indices), routes the gradient through max-pool chunk by chunk, and finishes BatchNorm's backward in
+    each chunk's normalized values, pooled values and pooling indices (the same ops on the same values:
+    the same indices; the output itself is not kept, so in-place ops on it stay legal), routes the
+    gradient through ReLU and max-pool chunk by chunk, and finishes BatchNorm's backward in
     closed form, in place, chunk by chunk: ``gx = a·gz + b·x + c`` per channel, with its two sums per
     channel taken as the chunks pass (PyTorch's own BatchNorm backward kernel, asked for the weight and
     bias gradients only). The int64 indices (half the bytes of the input) and a second full-size
@@ -100,16 +101,15 @@ class _ChunkedBatchNormPoolReLU(torch.autograd.Function):
             y = torch.addcmul(beta, x[s : s + step], alpha)
             outs.append(torch.ops.aten.max_pool2d_with_indices(y, *pool)[0])
         p = torch.cat(outs) if len(outs) > 1 else outs[0]
-        p.relu_()
-        ctx.save_for_backward(x, weight, mean, invstd, alpha, beta, p)
+        p.relu_()  # not saved: backward recomputes the pooled values, so in-place ops on the output stay legal
+        ctx.save_for_backward(x, weight, mean, invstd, alpha, beta)
         ctx.training, ctx.pool, ctx.step = training, pool, step
         return p  # (B, C, H', W')
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, weight, mean, invstd, alpha, beta, p = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward(grad, p, 0)
+        x, weight, mean, invstd, alpha, beta = ctx.saved_tensors
         gx = torch.empty_like(x)  # first the gradient w.r.t. BatchNorm's output, then, in place, w.r.t. x
         step = ctx.step
         gw = x.new_zeros(x.shape[1])  # sum(gz · x̂), x̂ = (x - mean) · invstd
@@ -117,11 +117,10 @@ class _ChunkedBatchNormPoolReLU(torch.autograd.Function):
         for s in range(0, x.shape[0], step):
             xs, gs = x[s : s + step], gx[s : s + step]
             y = torch.addcmul(beta, xs, alpha)
-            idx = torch.ops.aten.max_pool2d_with_indices(y, *ctx.pool)[1]
+            pooled, idx = torch.ops.aten.max_pool2d_with_indices(y, *ctx.pool)
             del y
-            torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
-                grad[s : s + step], xs, *ctx.pool, idx, grad_input=gs
-            )
+            g = torch.ops.aten.threshold_backward(grad[s : s + step], pooled, 0)  # ReLU's: pooled > 0
+            torch.ops.aten.max_pool2d_with_indices_backward.grad_input(g, xs, *ctx.pool, idx, grad_input=gs)
             # this chunk's share of both sums, in one of PyTorch's kernels (given the whole batch's statistics)
             _, w_part, b_part = torch.ops.aten.native_batch_norm_backward(
                 gs, xs, None, None, None, mean, invstd, True, 0.0, [False, True, True]
@@ -141,8 +140,9 @@ class _ChunkedBatchNormPoolReLU(torch.autograd.Function):
                 torch.addcmul(torch.addcmul(c, x[s : s + step], b), gs, a, out=gs)
             else:
                 gs.mul_(a)
-        affine = weight is not None and weight.requires_grad
-        return gx, gw if affine else None, s1 if affine else None, None, None, None, None, None, None
+        gw = gw if ctx.needs_input_grad[1] else None
+        gb = s1 if ctx.needs_input_grad[2] else None  # d/dbias = sum(gz)
+        return gx, gw, gb, None, None, None, None, None, None
 
 
 def _chunk(x: torch.Tensor) -> int:
@@ -184,9 +184,14 @@ class ConvBlock(nn.Sequential):
             return super().forward(x)
         bn, pool = self.bn, self.pool
         y = self.conv(x)
-        if not y.requires_grad or y.dtype not in (torch.float32, torch.bfloat16):
-            return pool(self.relu(bn(y)))
         training = bn.training or bn.running_mean is None
+        if (
+            not y.requires_grad
+            or y.dtype not in (torch.float32, torch.bfloat16)
+            or y.numel() == 0
+            or (training and y.numel() // y.shape[1] <= 1)  # BatchNorm2d's own error for one value per channel
+        ):
+            return pool(self.relu(bn(y)))
         momentum = 0.0 if bn.momentum is None else bn.momentum
         if bn.training and bn.track_running_stats:
             bn.num_batches_tracked.add_(1)
