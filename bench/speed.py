@@ -82,7 +82,7 @@ def build(impl: str):
 # times were seen to fall until the 4th-5th step with glibc's raised thresholds, from the 2nd with mimalloc)
 WARM_TRAIN = 3
 TIMED_TRAIN = 3  # timed training steps per process
-TIMED_INFER = 1  # timed inference calls per process, after one untimed call
+TIMED_INFER = 3  # timed inference calls per process, after one untimed call
 
 
 def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
