@@ -307,6 +307,8 @@ def main() -> None:
     for k, v in results.items():  # training counts forward + backward as 3x the forward FLOPs
         v["pct_of_fp32_peak"] = 100 * v["median"] * fl["gflop"] * (1 if " infer " in k else 3) / peak
     protocol = {
+        "timed_infer_calls": TIMED_INFER,
+        "infer_processes": args.repeats,
         "warm_train_steps": WARM_TRAIN,
         "timed_train_steps": TIMED_TRAIN,
         "train_processes": max(2, args.repeats // 2),
