@@ -256,13 +256,18 @@ def test_blocks_off_the_fast_path_run_the_plain_chain():
     assert not block._fusable(x)
 
 
-def test_fused_training_block_under_bf16_autocast_equals_the_plain_chain():
+def _block_and_copy(c_out: int, pool: int = 2):
+    """A seeded ``conv 3x3 - BatchNorm - ReLU - maxpool`` ConvBlock on 3 channels, and an identical copy."""
     from cnnlstm.backbones import ConvBlock
 
     torch.manual_seed(0)
-    parts = dict(conv=torch.nn.Conv2d(3, 8, 3, padding=1), bn=torch.nn.BatchNorm2d(8))
-    block = ConvBlock(OrderedDict(**parts, relu=torch.nn.ReLU(), pool=torch.nn.MaxPool2d(2)))
-    plain = copy.deepcopy(block)
+    parts = dict(conv=torch.nn.Conv2d(3, c_out, 3, padding=1), bn=torch.nn.BatchNorm2d(c_out))
+    block = ConvBlock(OrderedDict(**parts, relu=torch.nn.ReLU(), pool=torch.nn.MaxPool2d(pool)))
+    return block, copy.deepcopy(block)
+
+
+def test_fused_training_block_under_bf16_autocast_equals_the_plain_chain():
+    block, plain = _block_and_copy(8)
     x = torch.randn(4, 3, 16, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, ref = block(x), _chain(plain, x)
@@ -276,13 +281,9 @@ def test_fused_training_block_under_bf16_autocast_equals_the_plain_chain():
 
 @pytest.mark.parametrize("bf16", [False, True])
 def test_fused_training_block_trains_a_bias_beside_a_frozen_weight(bf16):
-    from cnnlstm.backbones import ConvBlock
-
-    torch.manual_seed(0)
-    parts = dict(conv=torch.nn.Conv2d(3, 4, 3, padding=1), bn=torch.nn.BatchNorm2d(4))
-    block = ConvBlock(OrderedDict(**parts, relu=torch.nn.ReLU(), pool=torch.nn.MaxPool2d(2)))
-    block.bn.weight.requires_grad_(False)
-    plain = copy.deepcopy(block)
+    block, plain = _block_and_copy(4)
+    for b in (block, plain):
+        b.bn.weight.requires_grad_(False)
     x = torch.randn(3, 3, 8, 8)
     cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with cast:
@@ -294,12 +295,7 @@ def test_fused_training_block_trains_a_bias_beside_a_frozen_weight(bf16):
 
 
 def test_fused_training_block_output_can_be_changed_in_place():
-    from cnnlstm.backbones import ConvBlock
-
-    torch.manual_seed(0)
-    parts = dict(conv=torch.nn.Conv2d(3, 4, 3, padding=1), bn=torch.nn.BatchNorm2d(4))
-    block = ConvBlock(OrderedDict(**parts, relu=torch.nn.ReLU(), pool=torch.nn.MaxPool2d(2)))
-    plain = copy.deepcopy(block)
+    block, plain = _block_and_copy(4)
     x = torch.randn(3, 3, 8, 8)
     out, ref = block(x).mul_(2), _chain(plain, x).mul_(2)  # e.g. Dropout(inplace=True) after the block
     out.sum().backward()
@@ -308,10 +304,7 @@ def test_fused_training_block_output_can_be_changed_in_place():
 
 
 def test_fused_training_block_keeps_batchnorms_errors_and_empty_batches():
-    from cnnlstm.backbones import ConvBlock
-
-    parts = dict(conv=torch.nn.Conv2d(3, 4, 3, padding=1), bn=torch.nn.BatchNorm2d(4))
-    block = ConvBlock(OrderedDict(**parts, relu=torch.nn.ReLU(), pool=torch.nn.MaxPool2d(1)))
+    block, _ = _block_and_copy(4, pool=1)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         block(torch.randn(1, 3, 1, 1))
     assert block(torch.randn(0, 3, 8, 8)).shape == (0, 4, 8, 8)
