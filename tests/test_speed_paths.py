@@ -294,12 +294,14 @@ def test_fused_training_block_trains_a_bias_beside_a_frozen_weight(bf16):
     torch.testing.assert_close(block.bn.bias.grad, plain.bn.bias.grad, rtol=1e-4, atol=1e-3)
 
 
-def test_fused_training_block_output_can_be_changed_in_place():
+@pytest.mark.parametrize("bf16", [False, True])
+def test_fused_training_block_output_can_be_changed_in_place(bf16):
     block, plain = _block_and_copy(4)
     x = torch.randn(3, 3, 8, 8)
-    out, ref = block(x).mul_(2), _chain(plain, x).mul_(2)  # e.g. Dropout(inplace=True) after the block
-    out.sum().backward()
-    ref.sum().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        out, ref = block(x).mul_(2), _chain(plain, x).mul_(2)  # e.g. Dropout(inplace=True) after the block
+    out.float().sum().backward()
+    ref.float().sum().backward()
     torch.testing.assert_close(block.conv.weight.grad, plain.conv.weight.grad, rtol=1e-4, atol=1e-5)
 
 

@@ -37,7 +37,8 @@ class _BatchNormPoolReLU(torch.autograd.Function):
     pooled: max-pool's backward reads only the indices and the input's shape, which the BatchNorm input
     (kept for BatchNorm's backward anyway) has. On the reference model at batch 32 this cut a training
     step's peak memory from 4.8 to 3.6 GB. The kernels are PyTorch's own (native_batch_norm, max-pool with
-    indices, threshold and their backwards), so gradients equal the unfused chain's. Used for bfloat16;
+    indices and their backwards; ReLU's backward keeps its 1-byte mask, not the output, so in-place ops on
+    the output stay legal), so gradients equal the unfused chain's. Used for bfloat16;
     float32 runs :class:`_ChunkedBatchNormPoolReLU`, which keeps less again.
     """
 
@@ -47,15 +48,16 @@ class _BatchNormPoolReLU(torch.autograd.Function):
         p, idx = torch.ops.aten.max_pool2d_with_indices(y, *pool)
         del y
         p.relu_()
-        ctx.save_for_backward(x, weight, running_mean, running_var, mean, invstd, idx, p)
+        keep = p > 0  # ReLU's mask, not the output itself: in-place ops on the output stay legal (and 1 byte)
+        ctx.save_for_backward(x, weight, running_mean, running_var, mean, invstd, idx, keep)
         ctx.training, ctx.eps, ctx.pool = training, eps, pool
         return p  # (B, C, H', W')
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, weight, running_mean, running_var, mean, invstd, idx, p = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward(grad, p, 0)
+        x, weight, running_mean, running_var, mean, invstd, idx, keep = ctx.saved_tensors
+        grad = torch.where(keep, grad, 0)
         grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, *ctx.pool, idx)  # x: shape and layout only
         mask = [True, ctx.needs_input_grad[1], ctx.needs_input_grad[2]]  # a frozen weight, a trained bias: fine
         gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
