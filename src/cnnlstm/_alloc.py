@@ -46,7 +46,8 @@ ask_for_huge_pages()  # on import of cnnlstm, before its own import of torch
 #
 # * mimalloc preloaded (``pip install cnnlstm[fast]`` installs it, from the cmeel-mimalloc wheel), told
 #   never to hand freed pages back (MIMALLOC_PURGE_DELAY=-1): measured on the reference model at batch 32,
-#   3.2-3.6 s per training step from the first step on and 5.3 GB peak; or, without it,
+#   3.2-3.6 s per training step from the second step on and 5.3 GB peak (3.6 GB since the chunked
+#   training block of cnnlstm.backbones); or, without it,
 # * glibc with its mmap and trim thresholds raised, which keeps the buffers in its heap: 3.5-5.3 s per
 #   step, settling only after 4-5 steps, at 7.8 GB peak (freed blocks stay in the heap and fragment it).
 #

@@ -21,6 +21,7 @@ from torch import nn
 
 from ._registry import Registry
 from .errors import ConfigError, ShapeError, require
+from .layers.time_distributed import _join, _tracing
 
 __all__ = ["BACKBONES", "Conv1dBackbone", "SmallCNN", "build_backbone", "load_weights", "register_backbone"]
 
@@ -99,11 +100,7 @@ class _ChunkedBatchNormPoolReLU(torch.autograd.Function):
         beta = -mean * alpha if bias is None else bias - mean * alpha
         alpha, beta = alpha.view(1, -1, 1, 1), beta.view(1, -1, 1, 1)
         step = _chunk(x)
-        outs = []
-        for s in range(0, x.shape[0], step):
-            y = torch.addcmul(beta, x[s : s + step], alpha)
-            outs.append(torch.ops.aten.max_pool2d_with_indices(y, *pool)[0])
-        p = torch.cat(outs) if len(outs) > 1 else outs[0]
+        p = _join([_norm_pool(c, alpha, beta, pool)[0] for c in x.split(step)])
         p.relu_()  # not saved: backward recomputes the pooled values, so in-place ops on the output stay legal
         ctx.save_for_backward(x, weight, mean, invstd, alpha, beta)
         ctx.training, ctx.pool, ctx.step = training, pool, step
@@ -119,9 +116,7 @@ class _ChunkedBatchNormPoolReLU(torch.autograd.Function):
         s1 = x.new_zeros(x.shape[1])  # sum(gz)
         for s in range(0, x.shape[0], step):
             xs, gs = x[s : s + step], gx[s : s + step]
-            y = torch.addcmul(beta, xs, alpha)
-            pooled, idx = torch.ops.aten.max_pool2d_with_indices(y, *ctx.pool)
-            del y
+            pooled, idx = _norm_pool(xs, alpha, beta, ctx.pool)  # forward's own ops: the same indices
             g = torch.ops.aten.threshold_backward(grad[s : s + step], pooled, 0)  # ReLU's: pooled > 0
             torch.ops.aten.max_pool2d_with_indices_backward.grad_input(g, xs, *ctx.pool, idx, grad_input=gs)
             # this chunk's share of both sums, in one of PyTorch's kernels (given the whole batch's statistics)
@@ -148,6 +143,13 @@ class _ChunkedBatchNormPoolReLU(torch.autograd.Function):
         return gx, gw, gb, None, None, None, None, None, None
 
 
+def _norm_pool(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, pool: tuple):
+    """BatchNorm as ``x·alpha + beta`` (per channel, ``(1, C, 1, 1)``), then max-pool: ``(b, C, H, W)`` →
+    pooled ``(b, C, H', W')`` and its int64 indices. Forward and backward both call it, so the recomputed
+    indices are forward's."""
+    return torch.ops.aten.max_pool2d_with_indices(torch.addcmul(beta, x, alpha), *pool)
+
+
 def _chunk(x: torch.Tensor) -> int:
     """Frames of ``x`` ``(B, C, H, W)`` per chunk: about ``CHUNK_BYTES``."""
     return max(1, CHUNK_BYTES // max(1, x[0].numel() * x.element_size()))
@@ -171,7 +173,7 @@ class ConvBlock(nn.Sequential):
         return (
             torch.is_grad_enabled()
             and x.device.type == "cpu"
-            and not (torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing())
+            and not _tracing()
             and type(conv) is nn.Conv2d
             and type(bn) is nn.BatchNorm2d
             and type(relu) is nn.ReLU
