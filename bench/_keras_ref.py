@@ -109,7 +109,7 @@ def main():
     if sys.argv[1] == "profile":
         return profile(int(sys.argv[2]))
     what, batch, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    warm = int(sys.argv[4]) if len(sys.argv) > 4 else 2  # untimed training steps, as bench/speed.py's children
+    warm = int(sys.argv[4]) if len(sys.argv) > 4 else 2  # untimed calls or steps, as bench/speed.py's children
     model = build()
     trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
     bn_stats = int(sum(np.prod(v.shape) for v in model.non_trainable_weights))
@@ -117,7 +117,8 @@ def main():
     y = np.zeros((batch,), np.int64)
     if what == "infer":
         fn = tf.function(lambda a: model(a, training=False))
-        fn(x)
+        for _ in range(warm):  # the first one traces
+            fn(x).numpy()
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()

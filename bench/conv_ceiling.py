@@ -44,6 +44,25 @@ def conv_gflops(c_in: int, c_out: int, size: int, chunk: int, calls: int) -> flo
     return 2 * c_in * c_out * 9 * size * size * chunk / dt / 1e9
 
 
+def convs_only(batch: int, chunk: int = 4):
+    """A callable that runs only the reference model's four convolutions on ``batch`` clips of 16 frames, ``chunk``
+    frames per call on oneDNN blocked tensors as the inference path runs them (pooling, ReLU, the LSTM left out):
+    bench/speed.py times it as the row ``conv-ceiling``, in the same interleaved rounds as the models."""
+    args = ([1, 1], [1, 1], [1, 1], 1)
+    layers = []
+    for c_in, c_out, size in BLOCKS:
+        w = torch._C._nn.mkldnn_reorder_conv2d_weight(torch.randn(c_out, c_in, 3, 3).to_mkldnn(), *args)
+        layers.append((torch.randn(chunk, c_in, size, size).to_mkldnn(), w, torch.zeros(c_out).to_mkldnn()))
+    calls = -(-batch * FRAMES // chunk)
+
+    def run() -> None:
+        for x, w, b in layers:
+            for _ in range(calls):
+                torch.mkldnn_convolution(x, w, b, *args)
+
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)

@@ -11,8 +11,10 @@ preloaded where cnnlstm[fast] installed it, and with glibc's mmap and trim thres
 command runs without it);
 plain PyTorch with frames folded into the batch; plain PyTorch with a Python loop over
 frames; Keras 3 on TensorFlow with TimeDistributed(CNN) + LSTM (in its own virtual environment, bench/.venv-keras,
-made by this script). Each measurement is a fresh process: inference one warm-up call, then TIMED_INFER timed ones;
-training WARM_TRAIN untimed steps, then TIMED_TRAIN timed ones (the same for Keras), so peak memory is the
+made by this script). Inference also times the row conv-ceiling: the model's four convolutions alone, as cnnlstm's
+inference path runs them (bench/conv_ceiling.py), the float32 ceiling of any implementation, measured in the same
+rounds as the models. Each measurement is a fresh process: inference WARM_INFER untimed calls, then TIMED_INFER
+timed ones; training WARM_TRAIN untimed steps, then TIMED_TRAIN timed ones (the same for Keras), so peak memory is the
 process's own, and the repetitions are interleaved: round r runs every implementation once, so a slow spell of
 the machine spreads over all of them rather than landing on one. Parameters are
 compared as Keras counts them: PyTorch's LSTM has a second, redundant bias vector (b_ih + b_hh is Keras' one
@@ -82,7 +84,8 @@ def build(impl: str):
 # times were seen to fall until the 4th-5th step with glibc's raised thresholds, from the 2nd with mimalloc)
 WARM_TRAIN = 3
 TIMED_TRAIN = 3  # timed training steps per process
-TIMED_INFER = 3  # timed inference calls per process, after one untimed call
+WARM_INFER = 2  # untimed inference calls per process: the first builds the folded copy and traces Keras' graph
+TIMED_INFER = 5  # timed inference calls per process
 
 
 def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
@@ -92,6 +95,22 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
         import cnnlstm  # noqa: F401
     import torch
 
+    if impl == "conv-ceiling":  # the four convolutions alone: the float32 ceiling, timed like a model
+        from conv_ceiling import convs_only
+
+        run = convs_only(batch)
+        for _ in range(WARM_INFER):
+            run()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        return {
+            "times": times,
+            "trainable": None,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
     bf16 = impl.endswith("-bf16")  # the opt-in lower-precision path: bfloat16 autocast (Lightning's bf16-mixed)
     model = build("cnnlstm" if impl.startswith("cnnlstm") else impl)  # the -first/-cmd/-bf16 rows: how it runs
     if bf16:
@@ -103,7 +122,8 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
     if what == "infer":
         model.eval()
         with torch.inference_mode():
-            model(x)
+            for _ in range(WARM_INFER):
+                model(x)
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 model(x)
@@ -185,9 +205,10 @@ def chart(result: dict) -> Path:
     width = 0.8 / len(impls)
     for i, impl in enumerate(impls):
         xs = [c + (i - (len(impls) - 1) / 2) * width for c in range(len(cases))]
-        vals = [res.get(f"{impl} {case}", {}).get("median", 0.0) for case in cases]
-        ax.bar(xs, vals, width, label=impl)
-        for x, v in zip(xs, vals):
+        got = [(x, res[f"{impl} {case}"]["median"]) for x, case in zip(xs, cases) if f"{impl} {case}" in res]
+        label = "convolutions alone (ceiling)" if impl == "conv-ceiling" else impl
+        ax.bar([x for x, _ in got], [v for _, v in got], width, label=label)
+        for x, v in got:
             ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(cases)), [c.replace("infer", "inference").replace("b", "batch ") for c in cases])
     ax.set_ylabel("clips/s (median)")
@@ -216,9 +237,9 @@ def keras_python() -> Path | None:
 
 def _measure(impl: str, what: str, batch: int, kpy: Path | None) -> dict | None:
     """Warmed-up timed steps of ``impl`` in a fresh process: {"times", "trainable", "peak_rss_mb"}."""
-    n = TIMED_INFER if what == "infer" else TIMED_TRAIN
+    n, warm = (TIMED_INFER, WARM_INFER) if what == "infer" else (TIMED_TRAIN, WARM_TRAIN)
     if impl == "keras-tf":
-        cmd = [str(kpy), str(HERE / "_keras_ref.py"), what, str(batch), str(n), str(WARM_TRAIN)]
+        cmd = [str(kpy), str(HERE / "_keras_ref.py"), what, str(batch), str(n), str(warm)]
     else:
         cmd = [sys.executable, __file__, "--child", impl, what, str(batch), str(n)]
     # every row starts from the same environment, without allocator settings of the shell that runs this
@@ -261,7 +282,15 @@ def main() -> None:
         return
     from _common import machine, save, summary
 
-    impls = ["cnnlstm", "cnnlstm-first", "cnnlstm-cmd", "cnnlstm-cmd-glibc", "plain-folded", "plain-loop"]
+    impls = [
+        "cnnlstm",
+        "cnnlstm-first",
+        "cnnlstm-cmd",
+        "cnnlstm-cmd-glibc",
+        "plain-folded",
+        "plain-loop",
+        "conv-ceiling",
+    ]
     if args.bf16 or "cnnlstm-cmd-bf16" in (args.impls or ""):
         impls.append("cnnlstm-cmd-bf16")
     kpy = None if args.no_keras else keras_python()
@@ -273,15 +302,16 @@ def main() -> None:
     for batch in [int(b) for b in args.batches.split(",")]:
         for what in ("infer", "train"):
             reps = args.repeats if what == "infer" else max(2, args.repeats // 2)
-            got: dict[str, list[dict]] = {impl: [] for impl in impls}
+            todo = [i for i in impls if what == "infer" or i != "conv-ceiling"]  # the ceiling is for inference
+            got: dict[str, list[dict]] = {impl: [] for impl in todo}
             # interleaved: round r times each implementation once, in a fresh process (warmed up, then timed
             # steps), starting one place further each round, so a slow spell of the machine spreads over all
             for r in range(reps):
-                for impl in impls[r % len(impls) :] + impls[: r % len(impls)]:
+                for impl in todo[r % len(todo) :] + todo[: r % len(todo)]:
                     one = _measure(impl, what, batch, kpy)
                     if one is not None:
                         got[impl].append(one)
-            for impl in impls:
+            for impl in todo:
                 if not got[impl]:
                     continue
                 clips = [batch / t for one in got[impl] for t in one["times"]]
@@ -292,13 +322,14 @@ def main() -> None:
                     "trainable": got[impl][0]["trainable"],
                     "peak_rss_mb": rss,
                 }
+                trainable = got[impl][0]["trainable"]
                 print(
                     f"{impl:<16} {what:<5} batch {batch:>2}: {summary(clips)['median']:7.2f} clips/s "
                     f"(min {min(clips):.2f}, max {max(clips):.2f}, n {len(clips)}), peak RSS {rss:.0f} MB, "
-                    f"trainable {got[impl][0]['trainable']:,}",
+                    + (f"trainable {trainable:,}" if trainable else "convolutions only"),
                     flush=True,
                 )
-    params = {k.split()[0]: v["trainable"] for k, v in results.items()}
+    params = {k.split()[0]: v["trainable"] for k, v in results.items() if v["trainable"] is not None}
     if len(set(params.values())) != 1:
         raise SystemExit(f"implementations differ in trainable parameters: {params}")
     fl = flops_per_clip()
@@ -307,6 +338,7 @@ def main() -> None:
     for k, v in results.items():  # training counts forward + backward as 3x the forward FLOPs
         v["pct_of_fp32_peak"] = 100 * v["median"] * fl["gflop"] * (1 if " infer " in k else 3) / peak
     protocol = {
+        "warm_infer_calls": WARM_INFER,
         "timed_infer_calls": TIMED_INFER,
         "infer_processes": args.repeats,
         "warm_train_steps": WARM_TRAIN,
