@@ -88,6 +88,18 @@ WARM_INFER = 2  # untimed inference calls per process: the first builds the fold
 TIMED_INFER = 5  # timed inference calls per process
 
 
+def timed(f, warm: int, n: int) -> list[float]:
+    """Seconds of each of ``n`` calls of ``f`` after ``warm`` untimed ones."""
+    for _ in range(warm):
+        f()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
     import contextlib
 
@@ -98,16 +110,8 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
     if impl == "conv-ceiling":  # the four convolutions alone: the float32 ceiling, timed like a model
         from conv_ceiling import convs_only
 
-        run = convs_only(batch)
-        for _ in range(WARM_INFER):
-            run()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t0)
         return {
-            "times": times,
+            "times": timed(convs_only(batch), WARM_INFER, repeats),
             "trainable": None,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
@@ -122,12 +126,7 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
     if what == "infer":
         model.eval()
         with torch.inference_mode():
-            for _ in range(WARM_INFER):
-                model(x)
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - t0)
+            times = timed(lambda: model(x), WARM_INFER, repeats)
     else:
         model.train()
         opt = torch.optim.Adam(model.parameters())
@@ -173,13 +172,7 @@ def float32_peak(repeats: int = 5) -> dict[str, float]:
     import torch
 
     def best(f) -> float:
-        f()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t)
-        return min(times)
+        return min(timed(f, 1, repeats))
 
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     x = torch.randn(8, 256, 56, 56).to(memory_format=torch.channels_last)
