@@ -29,17 +29,24 @@ BLOCKS = [(3, 32, 112), (32, 64, 56), (64, 128, 28), (128, 256, 14)]  # (C_in, C
 FRAMES = 16
 
 
+ARGS = ([1, 1], [1, 1], [1, 1], 1)  # padding, stride, dilation, groups of every 3x3 convolution here
+
+
+def blocked_conv(c_in: int, c_out: int, size: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Input ``(chunk, c_in, size, size)``, weight (reordered once into oneDNN's layout) and bias of a 3x3
+    convolution with random values, all oneDNN blocked tensors, as the inference path holds them."""
+    w = torch._C._nn.mkldnn_reorder_conv2d_weight(torch.randn(c_out, c_in, 3, 3).to_mkldnn(), *ARGS)
+    return torch.randn(chunk, c_in, size, size).to_mkldnn(), w, torch.zeros(c_out).to_mkldnn()
+
+
 def conv_gflops(c_in: int, c_out: int, size: int, chunk: int, calls: int) -> float:
     """GFLOP/s of one 3x3 convolution (padding 1) on ``chunk`` frames, as the oneDNN inference path runs it."""
-    args = ([1, 1], [1, 1], [1, 1], 1)
-    w = torch._C._nn.mkldnn_reorder_conv2d_weight(torch.randn(c_out, c_in, 3, 3).to_mkldnn(), *args)
-    b = torch.zeros(c_out).to_mkldnn()
-    x = torch.randn(chunk, c_in, size, size).to_mkldnn()
+    x, w, b = blocked_conv(c_in, c_out, size, chunk)
     for _ in range(2):
-        torch.mkldnn_convolution(x, w, b, *args)
+        torch.mkldnn_convolution(x, w, b, *ARGS)
     t = time.perf_counter()
     for _ in range(calls):
-        torch.mkldnn_convolution(x, w, b, *args)
+        torch.mkldnn_convolution(x, w, b, *ARGS)
     dt = (time.perf_counter() - t) / calls
     return 2 * c_in * c_out * 9 * size * size * chunk / dt / 1e9
 
@@ -48,17 +55,13 @@ def convs_only(batch: int, chunk: int = 4):
     """A callable that runs only the reference model's four convolutions on ``batch`` clips of 16 frames, ``chunk``
     frames per call on oneDNN blocked tensors as the inference path runs them (pooling, ReLU, the LSTM left out):
     bench/speed.py times it as the row ``conv-ceiling``, in the same interleaved rounds as the models."""
-    args = ([1, 1], [1, 1], [1, 1], 1)
-    layers = []
-    for c_in, c_out, size in BLOCKS:
-        w = torch._C._nn.mkldnn_reorder_conv2d_weight(torch.randn(c_out, c_in, 3, 3).to_mkldnn(), *args)
-        layers.append((torch.randn(chunk, c_in, size, size).to_mkldnn(), w, torch.zeros(c_out).to_mkldnn()))
+    layers = [blocked_conv(c_in, c_out, size, chunk) for c_in, c_out, size in BLOCKS]
     calls = -(-batch * FRAMES // chunk)
 
     def run() -> None:
         for x, w, b in layers:
             for _ in range(calls):
-                torch.mkldnn_convolution(x, w, b, *args)
+                torch.mkldnn_convolution(x, w, b, *ARGS)
 
     return run
 

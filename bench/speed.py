@@ -122,7 +122,6 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
     cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     x = torch.randn(batch, 16, 3, 112, 112)
     y = torch.zeros(batch, dtype=torch.long)
-    times = []
     if what == "infer":
         model.eval()
         with torch.inference_mode():
@@ -130,15 +129,15 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
     else:
         model.train()
         opt = torch.optim.Adam(model.parameters())
-        for i in range(repeats + WARM_TRAIN):
-            t0 = time.perf_counter()
+
+        def step() -> None:
             opt.zero_grad()
             with cast:
                 loss = torch.nn.functional.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
-            if i >= WARM_TRAIN:
-                times.append(time.perf_counter() - t0)
+
+        times = timed(step, WARM_TRAIN, repeats)
     # PyTorch's LSTM keeps two bias vectors (b_ih + b_hh) where Keras keeps their sum: count one, as Keras does
     trainable = sum(p.numel() for n, p in model.named_parameters() if "bias_hh" not in n)
     return {
@@ -309,13 +308,13 @@ def main() -> None:
                     continue
                 clips = [batch / t for one in got[impl] for t in one["times"]]
                 rss = max(one["peak_rss_mb"] for one in got[impl])
+                trainable = got[impl][0]["trainable"]
                 results[f"{impl} {what} b{batch}"] = {
                     **summary(clips),
                     "allocator": got[impl][0]["allocator"],
-                    "trainable": got[impl][0]["trainable"],
+                    "trainable": trainable,
                     "peak_rss_mb": rss,
                 }
-                trainable = got[impl][0]["trainable"]
                 print(
                     f"{impl:<16} {what:<5} batch {batch:>2}: {summary(clips)['median']:7.2f} clips/s "
                     f"(min {min(clips):.2f}, max {max(clips):.2f}, n {len(clips)}), peak RSS {rss:.0f} MB, "

@@ -102,14 +102,14 @@ class _ChunkedBatchNormPoolReLU(torch.autograd.Function):
         step = _chunk(x)
         p = _join([_norm_pool(c, alpha, beta, pool)[0] for c in x.split(step)])
         p.relu_()  # not saved: backward recomputes the pooled values, so in-place ops on the output stay legal
-        ctx.save_for_backward(x, weight, mean, invstd, alpha, beta)
+        ctx.save_for_backward(x, mean, invstd, alpha, beta)
         ctx.training, ctx.pool, ctx.step = training, pool, step
         return p  # (B, C, H', W')
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, weight, mean, invstd, alpha, beta = ctx.saved_tensors
+        x, mean, invstd, alpha, beta = ctx.saved_tensors
         gx = torch.empty_like(x)  # first the gradient w.r.t. BatchNorm's output, then, in place, w.r.t. x
         step = ctx.step
         gw = x.new_zeros(x.shape[1])  # sum(gz · x̂), x̂ = (x - mean) · invstd
@@ -125,19 +125,18 @@ class _ChunkedBatchNormPoolReLU(torch.autograd.Function):
             )
             gw += w_part
             s1 += b_part
-        a = invstd if weight is None else invstd * weight
+        a = alpha.view(-1)  # invstd · weight, per channel
         if ctx.training:  # x moves the batch statistics too: gx = a·gz + b·x + c
             m = x.numel() // x.shape[1]
             b = -a * invstd * gw / m
             c = -a * s1 / m - b * mean
             b, c = b.view(1, -1, 1, 1), c.view(1, -1, 1, 1)
-        a = a.view(1, -1, 1, 1)
         for s in range(0, x.shape[0], step):
             gs = gx[s : s + step]
             if ctx.training:
-                torch.addcmul(torch.addcmul(c, x[s : s + step], b), gs, a, out=gs)
+                torch.addcmul(torch.addcmul(c, x[s : s + step], b), gs, alpha, out=gs)
             else:
-                gs.mul_(a)
+                gs.mul_(alpha)
         gw = gw if ctx.needs_input_grad[1] else None
         gb = s1 if ctx.needs_input_grad[2] else None  # d/dbias = sum(gz)
         return gx, gw, gb, None, None, None, None, None, None
