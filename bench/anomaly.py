@@ -23,10 +23,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, machine, save
 
 from cnnlstm.anomaly import auroc
+from cnnlstm.apps.anomaly import score_anomaly
+from cnnlstm.data.sequences import labelled_sequence
 from cnnlstm.data.series import save_sequence
 from cnnlstm.data.synthetic import injected_anomaly_series, make_anomaly_videos
-from cnnlstm.train.anomaly import _series_parts, fit_anomaly, score_anomaly
-from cnnlstm.train.fit import TrainOptions
+from cnnlstm.tasks.anomaly import fit_anomaly
+from cnnlstm.tasks.options import TrainOptions
 
 
 def by_kind(scores: np.ndarray, labels: np.ndarray, kinds: np.ndarray) -> dict[str, float]:
@@ -55,9 +57,9 @@ def video(tmp: Path, epochs: int, seed: int) -> dict:
         "flagged": r["flagged"],
         "by_kind": by_kind(scores, labels, kinds),
         "clips": {"normal": int((labels == 0).sum()), "anomaly": int((labels == 1).sum())},
-        "train_clips": fit["train_series"],
+        "train_clips": fit.train_items,
         "epochs": epochs,
-        "seconds": {"data": round(made, 1), "fit": fit["seconds"]},
+        "seconds": {"data": round(made, 1), "fit": fit.seconds},
     }
 
 
@@ -67,14 +69,14 @@ def kdd(tmp: Path, seed: int) -> dict:
         "aeon:KDD-TSAD_135", run, TrainOptions(epochs=15, batch_size=16, lr=3e-3, seed=seed, progress=False)
     )
     r = score_anomaly(run, "aeon:KDD-TSAD_135")
-    _, labels = _series_parts("aeon:KDD-TSAD_135", "test")
+    _, labels = labelled_sequence("aeon:KDD-TSAD_135", "test")
     region = np.flatnonzero(labels)
     first, last = int(region[0]), int(region[-1])
     return {k: r[k] for k in ("auroc", "precision", "recall", "flagged", "region_rank", "max_step", "steps")} | {
         "region": [first, last],
         # KDD Cup 2021's rule for this archive: the top-scoring step counts if within 100 steps of the region
         "kdd_cup_hit": first - 100 <= r["max_step"] <= last + 100,
-        "seconds_fit": fit["seconds"],
+        "seconds_fit": fit.seconds,
     }
 
 
@@ -101,7 +103,7 @@ def injected(tmp: Path, seed: int) -> dict:
         kinds[s:e] = ("spike", "level", "flat")[n % 3]
     return {k: r[k] for k in ("auroc", "precision", "recall", "flagged")} | {
         "by_kind": by_kind(z, labels, kinds),
-        "seconds_fit": fit["seconds"],
+        "seconds_fit": fit.seconds,
     }
 
 

@@ -33,9 +33,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, machine, save
 
 from cnnlstm import CNNLSTM
+from cnnlstm.build import preset
 from cnnlstm.data.series import SeriesDataset, collate_series, load_series
-from cnnlstm.runs import load_run
-from cnnlstm.train.fit import SERIES_EPOCHS, SERIES_MODEL, TrainOptions, fit_series
+from cnnlstm.run import load_run
+from cnnlstm.tasks.classify import SERIES_EPOCHS, fit_series
+from cnnlstm.tasks.options import TrainOptions
 
 SETS = ["GunPoint", "ArrowHead", "ItalyPowerDemand", "OSULeaf", "BasicMotions"]
 PUBLISHED = ["InceptionTime", "HC2", "WEASEL-2.0", "FreshPRINCE"]
@@ -102,14 +104,14 @@ def write(rows: list[dict], here: dict, epochs: int, seeds: int) -> None:
     earlier = RESULTS / "series_accuracy.json"
     if earlier.is_file():
         old = json.loads(earlier.read_text())
-        if old.get("model") == json.loads(json.dumps(SERIES_MODEL)):  # tuples come back as lists
+        if old.get("model") == json.loads(json.dumps(preset("series"))):  # tuples come back as lists
             done = {r["set"] for r in rows}
             rows += [r for r in old["rows"] if r["set"] not in done and r.get("epochs") == epochs]
     rows.sort(key=lambda r: SETS.index(r["set"]) if r["set"] in SETS else len(SETS))
     result = {
         "machine": here,
         "epochs": epochs,
-        "model": SERIES_MODEL,
+        "model": preset("series"),
         "rows": rows,
         "source": "aeon 1.6.0 testing/example_results_files/classification/accuracy (resample 0)",
     }
@@ -126,7 +128,7 @@ def write(rows: list[dict], here: dict, epochs: int, seeds: int) -> None:
         "# Series classification: cnnlstm's default series model against published results",
         "",
         f"Default split of each set, seeds 0 to {seeds - 1}, {epochs} epochs, whole training split "
-        f"(no validation hold-out), model `{SERIES_MODEL}`. Measured on "
+        f"(no validation hold-out), model `{preset('series')}`. Measured on "
         + (", ".join(sorted({str(r.get("processor")) for r in rows})) or str(here.get("processor")))
         + f", {here.get('cores')} cores, one thread a run; `python bench/series_accuracy.py` reproduces it.",
         "",

@@ -3,7 +3,7 @@
 Run: python bench/stream_memory.py [--minutes 10] [--run runs/demo]
 
 Writes a synthetic moving-digits video of the given length (25 fps, 64x64 H.264) unless one is
-there, streams it through a run's model with :func:`cnnlstm.streaming.stream_video`, and samples
+there, streams it through a run's model with :func:`cnnlstm.apps.stream.stream_video`, and samples
 the process's resident set size every 500 frames.
 """
 
@@ -19,9 +19,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import RESULTS, machine, save
 
+from cnnlstm.apps.stream import stream_video
 from cnnlstm.data import write_video
 from cnnlstm.data.synthetic import CLASSES, _digits, moving_digit_frames
-from cnnlstm.streaming import stream_video
 
 
 def rss_mb() -> float:

@@ -363,10 +363,10 @@ def test_export_cli_not_a_run(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_default_series_classifier_with_time_pooling_exports_at_any_length(tmp_path, fmt):
-    from cnnlstm.train.fit import SERIES_MODEL
+    from cnnlstm.build import preset
 
     torch.manual_seed(0)
-    m = _randomize_batchnorm(cl.CNNLSTM(**SERIES_MODEL, layout="NTF", input_shape=(None, 3), num_classes=4))
+    m = _randomize_batchnorm(cl.CNNLSTM(**preset("series"), layout="NTF", input_shape=(None, 3), num_classes=4))
     do = ex.export_onnx if fmt == "onnx" else ex.export_torchscript
     report = do(m, tmp_path / f"series.{fmt}", kind="clip")
     assert len(report.checks) == 6 and report.max_abs_diff <= 1e-4  # lengths 4, 8, 15: not all multiples of 4

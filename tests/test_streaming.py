@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from torch import nn
 
 import cnnlstm as cl
+from cnnlstm.apps.stream import stream_video
 from cnnlstm.cli import main
-from cnnlstm.streaming import Streamer, check_streamable, stream_video
+from cnnlstm.streaming import Streamer, check_streamable
 
 CLIP_BRIDGES = ("gap", "gmp", "grid", "flatten", "attention")
 TINY = {"hidden_size": 16, "num_classes": 4, "backbone_options": {"channels": (8, 16)}}
@@ -364,7 +365,7 @@ def test_stream_cli_default_plot_path_and_stride(tiny_run):
 def test_stream_video_equals_the_full_forward_on_the_whole_video(tiny_run):
     from cnnlstm.data.transforms import ClipTransform
     from cnnlstm.data.video import iter_frames
-    from cnnlstm.runs import load_run
+    from cnnlstm.run import load_run
 
     run, video = tiny_run
     r = load_run(run)

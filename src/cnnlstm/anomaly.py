@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .errors import require
 from .model import CNNLSTM
 
-__all__ = ["AnomalyStats", "auroc", "calibrate", "next_step_errors", "targets"]
+__all__ = ["AnomalyStats", "auroc", "calibrate", "mean_change", "next_step_errors", "targets"]
 
 
 def targets(x: torch.Tensor, kind: str, grid: int = 8) -> torch.Tensor:
@@ -89,7 +89,7 @@ def next_step_errors(
         err = err / (p.pow(2).mean(-1) + want.pow(2).mean(-1) + relative)
     err = F.pad(err, (h, 0))  # (N, T)
     if lengths is not None:
-        err = err * (torch.arange(err.shape[1]) < lengths.unsqueeze(1))
+        err = err * (torch.arange(err.shape[1], device=err.device) < lengths.to(err.device).unsqueeze(1))
     return err
 
 
@@ -142,6 +142,14 @@ def calibrate(
     scores = [stats.clip_score(e) for e in normal_errors]
     stats.threshold = float(np.quantile(scores, 1.0 - false_alarm_rate))
     return stats
+
+
+def mean_change(seqs: list[torch.Tensor], horizon: int, grid: int) -> float:
+    """Mean squared change of the pooled frames over ``horizon`` steps, over videos ``(T, C, H, W)`` (0 if none
+    is longer than ``horizon``)."""
+    pooled = [targets(s[None], "video", grid)[0] for s in seqs if len(s) > horizon]  # (T, D) each
+    sizes = [(p[horizon:] - p[:-horizon]).pow(2).mean(-1) for p in pooled]
+    return float(torch.cat(sizes).mean()) if sizes else 0.0
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -275,7 +275,8 @@ def fit_options(f):
 def _train(data, out, resume, kw, overwrite=False) -> dict:
     from .data.datasets import ClipSpec
     from .data.series import is_series_source
-    from .train.fit import TrainOptions, fit_videos
+    from .tasks.classify import fit_videos
+    from .tasks.options import TrainOptions
 
     spec = ClipSpec(
         clip_len=kw["clip_len"],
@@ -335,13 +336,14 @@ def _train(data, out, resume, kw, overwrite=False) -> dict:
 
 def _train_series(data, out, opts, kw) -> dict:
     """Series keep the series model's defaults except where an option was given on the command line."""
-    from .train.fit import SERIES_EPOCHS, SERIES_MODEL, fit_series
+    from .build import preset
+    from .tasks.classify import SERIES_EPOCHS, fit_series
 
     ctx = click.get_current_context()
     given = {k for k in kw if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     names = ("rnn", "hidden_size", "num_layers", "bidirectional", "head", "dropout", "bridge", "backbone")
     model = {k: kw[k] for k in names if k in given}
-    backbone = dict(SERIES_MODEL["backbone_options"])
+    backbone = preset("series")["backbone_options"]
     if "backbone_channels" in given:
         backbone["channels"] = tuple(_parse_shape(kw["backbone_channels"]))
     if "kernel_size" in given:
@@ -364,20 +366,11 @@ def _train_series(data, out, opts, kw) -> dict:
     return fit_series(data, out, model, opts)
 
 
-def _print_summary(summary: dict, out) -> None:
-    if not summary:  # a non-zero rank of a distributed run
+def _print_summary(summary, out) -> None:
+    if summary is None:  # a non-zero rank of a distributed run
         return
-    what = "videos" if "train_videos" in summary else "series"
-    best = f"best val accuracy {summary['best_val_acc']}" if summary["best_val_acc"] is not None else "trained"
-    click.echo(
-        f"{best} after {summary['epochs']} epochs, "
-        f"{summary[f'train_{what}']} train / {summary[f'val_{what}']} val {what}, {summary['seconds']} s"
-    )
-    skipped = summary["skipped"]
-    click.echo(f"skipped {len(skipped)} file(s)" + (":" if skipped else ""))
-    for s in skipped:
-        click.echo(f"  {s['path']}: {s['reason']}")
-    click.echo(f"run folder: {out}\ncurves: {summary['curves']}")
+    lines = summary.lines()
+    click.echo("\n".join([*lines[:-1], f"run folder: {out}", lines[-1]]))
 
 
 @main.command()
@@ -410,8 +403,8 @@ def train(data, out, resume, overwrite, task, horizon, lookback, **kw) -> None:
     _setup_logging()
     try:
         if task == "forecast":
-            from .train.fit import TrainOptions
-            from .train.forecast import fit_forecast
+            from .tasks.forecast import fit_forecast
+            from .tasks.options import TrainOptions
 
             opts = TrainOptions(
                 epochs=kw["epochs"],
@@ -423,32 +416,11 @@ def train(data, out, resume, overwrite, task, horizon, lookback, **kw) -> None:
                 weight_decay=kw["weight_decay"],
             )
             summary = fit_forecast(data, out, horizon, lookback, options=opts)
-            click.echo(
-                f"trained a {horizon}-step forecaster on {summary['train_series']} windows in "
-                f"{summary['seconds']} s\nrun folder: {out}\ncurves: {summary['curves']}"
-            )
-            return
-        summary = _train(data, out, resume, kw, overwrite)
+        else:
+            summary = _train(data, out, resume, kw, overwrite)
     except CnnlstmError as e:
         raise click.ClickException(str(e)) from None
     _print_summary(summary, out)
-
-
-def _print_eval(result: dict) -> None:
-    click.echo(
-        f"accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}   "
-        f"({result['videos']} items: {result['subset']})"
-    )
-    width = max(len(r["class"]) for r in result["per_class"])
-    click.echo(f"{'class'.ljust(width)}  precision  recall     f1  support")
-    for r in result["per_class"]:
-        click.echo(
-            f"{r['class'].ljust(width)}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  {r['support']:7d}"
-        )
-    click.echo(f"skipped {len(result['skipped'])} file(s)" + (":" if result["skipped"] else ""))
-    for s in result["skipped"]:
-        click.echo(f"  {s['path']}: {s['reason']}")
-    click.echo(f"confusion matrix: {result['confusion_png']}")
 
 
 @main.command()
@@ -475,8 +447,8 @@ def evaluate(run, data, split, sampling, batch_size, workers, all_videos, precis
     """Accuracy, macro-F1 and a per-class table of RUN on labelled videos DATA; writes a confusion-matrix PNG."""
     import json
 
+    from .apps.evaluate import evaluate as run_evaluate
     from .errors import CnnlstmError
-    from .train.evaluate import evaluate as run_evaluate
 
     _setup_logging()
     try:
@@ -485,10 +457,7 @@ def evaluate(run, data, split, sampling, batch_size, workers, all_videos, precis
         )
     except CnnlstmError as e:
         raise click.ClickException(str(e)) from None
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-    else:
-        _print_eval(result)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else "\n".join(result.lines()))
 
 
 @main.command()
@@ -502,8 +471,9 @@ def predict(run, videos, top_k, sampling, precision, as_json) -> None:
     """Top-k labels with probabilities for each of VIDEOS, sampled as RUN was trained."""
     import json
 
+    from .apps.predict import predict as run_predict
+    from .apps.predict import prediction_lines
     from .errors import CnnlstmError
-    from .train.evaluate import predict as run_predict
 
     _setup_logging()
     try:
@@ -513,11 +483,7 @@ def predict(run, videos, top_k, sampling, precision, as_json) -> None:
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
-        for r in results:
-            if "error" in r:
-                click.echo(f"{r['path']}: skipped: {r['error']}")
-            else:
-                click.echo(f"{r['path']}: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top"]))
+        click.echo("\n".join(prediction_lines(results)))
     if any("error" in r for r in results):
         sys.exit(1)
 
@@ -537,8 +503,8 @@ def predict(run, videos, top_k, sampling, precision, as_json) -> None:
 @_inference_precision("bf16: train with bfloat16 autocast and test in bfloat16 (opt-in; its accuracy cost shows).")
 def demo(out, data, epochs, seed, compare_bridges, precision) -> None:
     """Make "moving digits" videos from scikit-learn's digits, train a CNN-LSTM on them, test it."""
+    from .apps import demo as d
     from .errors import CnnlstmError
-    from .train import demo as d
 
     _setup_logging()
     bar = None
@@ -567,11 +533,11 @@ def demo(out, data, epochs, seed, compare_bridges, precision) -> None:
         raise click.ClickException(str(e)) from None
     ev = r["eval"]
     click.echo(
-        f"test accuracy {r['test_accuracy']:.3f} (macro-F1 {r['macro_f1']:.3f}) on {ev['videos']} held-out "
+        f"test accuracy {r['test_accuracy']:.3f} (macro-F1 {r['macro_f1']:.3f}) on {ev.videos} held-out "
         f"videos, {r['seconds']:.0f} s in all"
     )
-    click.echo(f"training curves: {r['train']['curves']}")
-    click.echo(f"confusion matrix: {ev['confusion_png']}")
+    click.echo(f"training curves: {r['train'].curves}")
+    click.echo(f"confusion matrix: {ev.confusion_png}")
     click.echo(f"run folder: {out}  (try: cnnlstm predict {out} {data}/test/up-left/0000.mp4)")
 
 
@@ -586,11 +552,11 @@ def stream(run, video, stride, every, plot, precision) -> None:
     """Stream VIDEO frame by frame through RUN's model, carrying the RNN state; plot class probabilities over time."""
     from pathlib import Path
 
+    from .apps.plots import plot_timeline
+    from .apps.stream import stream_video
     from .data.video import probe
     from .errors import CnnlstmError
-    from .runs import load_run
-    from .streaming import stream_video
-    from .train.plots import plot_timeline
+    from .run import load_run
 
     try:
         r = load_run(run, precision)
@@ -623,7 +589,7 @@ def export(run, fmt, int8, out, sample) -> None:
 
     from .errors import CnnlstmError
     from .export import export_onnx, export_torchscript, int8_report
-    from .runs import load_run
+    from .run import load_run
     from .streaming import check_streamable
 
     if int8 and fmt != "onnx":
@@ -695,8 +661,8 @@ def _sample_clips(r, n: int):
 )
 def forecast(run, series, season, plot) -> None:
     """Forecast the steps after RUN's training part of SERIES (default: the series it trained on); MASE when known."""
+    from .apps.forecast import forecast as run_forecast
     from .errors import CnnlstmError
-    from .train.forecast import forecast as run_forecast
 
     try:
         r = run_forecast(run, series, season, plot)
@@ -734,24 +700,18 @@ def anomaly_fit(data, out, epochs, batch_size, lr, seed, false_alarm_rate, size,
     """Learn what normal looks like from DATA: a folder of normal videos (DATA/train/normal if present), or a
     normal series (aeon:KDD-TSAD_135's training part, a CSV, a .npy)."""
     from .errors import CnnlstmError
-    from .train.anomaly import fit_anomaly
-    from .train.fit import TrainOptions
+    from .tasks.anomaly import default_epochs, fit_anomaly
+    from .tasks.options import TrainOptions
 
     _setup_logging()
     try:
-        from .train.anomaly import default_epochs
-
         if epochs is None:
             epochs = default_epochs(data)
         opts = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, overwrite=overwrite)
         s = fit_anomaly(data, out, opts, window=window, false_alarm_rate=false_alarm_rate, size=_size(size))
     except CnnlstmError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(
-        f"learnt {s['train_series']} normal {s['kind']} sequences in {s['seconds']} s; threshold "
-        f"{s['threshold']:.3f} from {s['val_series']} held-out normal ones (false-alarm rate {false_alarm_rate})"
-    )
-    click.echo(f"run folder: {out}")
+    _print_summary(s, out)
 
 
 @anomaly.command("score")
@@ -764,8 +724,8 @@ def anomaly_score(run, data, out, as_json) -> None:
     per-step scores (a series; an is_anomaly column gives labels); AUROC and precision/recall with labels."""
     import json
 
+    from .apps.anomaly import score_anomaly
     from .errors import CnnlstmError
-    from .train.anomaly import score_anomaly
 
     _setup_logging()
     try:

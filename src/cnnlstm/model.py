@@ -6,8 +6,6 @@ import contextlib
 import dataclasses
 import inspect
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from torch import nn
 
 from . import layout as L
 from ._guard import shape_guard
+from ._io import atomic_write
 from .backbones import build_backbone
 from .errors import ConfigError, ShapeError
 from .layers.bridges import BRIDGES, Bridge
@@ -380,8 +379,8 @@ class CNNLSTM(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic_write(d / "model.safetensors", lambda p: save_file(state, p, metadata={"format": "pt"}))
-        _atomic_write(d / "config.json", lambda p: Path(p).write_text(self.config.to_json() + "\n"))
+        atomic_write(d / "model.safetensors", lambda p: save_file(state, p, metadata={"format": "pt"}))
+        atomic_write(d / "config.json", lambda p: Path(p).write_text(self.config.to_json() + "\n"))
         return d
 
     @classmethod
@@ -423,15 +422,3 @@ def _bridge_options(b: Bridge) -> dict[str, Any]:
 
 def _fmt(shape: Any) -> str:
     return "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a crash leaves the old file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 import cnnlstm
+from cnnlstm.run import Kind, RunFolder
 from cnnlstm.cli import main
 from cnnlstm.data.datasets import stratified_split
 from cnnlstm.data.series import (
@@ -468,12 +469,13 @@ def test_train_on_a_shipped_set_writes_a_series_run(basic_motions_run):
         assert (out / name).is_file(), name
     assert "40 train / 0 val series" in output
     assert json.loads((out / "labels.json").read_text()) == ["badminton", "running", "standing", "walking"]
-    data = json.loads((out / "data.json").read_text())
-    assert data["kind"] == "series" and data["source"] == "aeon:BasicMotions" and data["features"] == 6
-    assert len(data["mean"]) == len(data["std"]) == 6
+    data = RunFolder(out).data_spec()
+    assert json.loads((out / "data.json").read_text())["format"] == 2
+    assert data.kind == Kind.SERIES_CLASSIFY and data.input.source == "aeon:BasicMotions" and data.input.features == 6
+    assert len(data.input.mean) == len(data.input.std) == 6
     norm = Normalizer.fit(load_series("aeon:BasicMotions", "train").x)  # the train split, not the test one
-    np.testing.assert_allclose(data["mean"], norm.mean, rtol=1e-5)
-    np.testing.assert_allclose(data["std"], norm.std, rtol=1e-5)
+    np.testing.assert_allclose(data.input.mean, norm.mean, rtol=1e-5)
+    np.testing.assert_allclose(data.input.std, norm.std, rtol=1e-5)
     run = json.loads((out / "run.json").read_text())
     assert run["train_series"] == 40 and run["val_series"] == 0 and run["epochs"] == 2
     assert run["best_val_acc"] is None
@@ -511,10 +513,10 @@ def test_train_and_evaluate_an_npz_with_a_validation_part(tmp_path):
     # the normaliser saw the 18 training series only, never the validation ones
     train = load_series(path, "train")
     tr, _ = stratified_split(train.y.tolist(), 0.25, 0)
-    data = json.loads((out / "data.json").read_text())
-    np.testing.assert_allclose(data["mean"], Normalizer.fit([train.x[i] for i in tr]).mean, rtol=1e-5)
-    assert not np.allclose(data["mean"], Normalizer.fit(train.x).mean, rtol=1e-6, atol=0)
-    assert data["features"] == 2 and len(data["std"]) == 2
+    data = RunFolder(out).data_spec().input
+    np.testing.assert_allclose(data.mean, Normalizer.fit([train.x[i] for i in tr]).mean, rtol=1e-5)
+    assert not np.allclose(data.mean, Normalizer.fit(train.x).mean, rtol=1e-6, atol=0)
+    assert data.features == 2 and len(data.std) == 2
 
     ev = invoke("evaluate", str(out), str(path), "--json")
     assert ev.exit_code == 0, ev.output
@@ -582,7 +584,7 @@ def test_evaluate_a_series_run_on_a_missing_file(basic_motions_run, tmp_path):
 
 def test_save_sequence_round_trips_values_and_anomaly_labels(tmp_path):
     from cnnlstm.data.series import load_sequence, save_sequence
-    from cnnlstm.train.anomaly import _series_parts
+    from cnnlstm.data.sequences import labelled_sequence
 
     rng = np.random.default_rng(0)
     v = rng.normal(size=(50, 3)).astype(np.float32)
@@ -591,7 +593,7 @@ def test_save_sequence_round_trips_values_and_anomaly_labels(tmp_path):
     back, names = load_sequence(path)
     assert names == ["x0", "x1", "x2", "is_anomaly"]
     np.testing.assert_allclose(back[:, :3], v, rtol=1e-6)
-    values, labels = _series_parts(str(path), "test")
+    values, labels = labelled_sequence(str(path), "test")
     assert values.shape == (50, 3) and labels.tolist() == y.tolist()
     one, names = load_sequence(save_sequence(tmp_path / "one.csv", v[:, 0]))
     assert names == ["value"] and one.shape == (50, 1)

@@ -79,6 +79,13 @@ class ClipSpec:
     def from_dict(cls, d: dict[str, Any]) -> ClipSpec:
         return cls(**d)
 
+    def for_scoring(self, sampling: str | None = None) -> ClipSpec:
+        """The spec that validation, evaluation and prediction sample with: ``sampling`` where given, else the
+        run's own, with ``random`` (a training-time choice) replaced by deterministic ``uniform`` clips."""
+        d = self.to_dict()
+        d["sampling"] = sampling or ("uniform" if d["sampling"] == "random" else d["sampling"])
+        return ClipSpec.from_dict(d)
+
 
 @dataclass
 class VideoItem:

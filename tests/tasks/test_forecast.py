@@ -4,15 +4,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cnnlstm.apps.forecast import mase
 from cnnlstm.cli import main
 from cnnlstm.data.series import load_sequence
 from cnnlstm.errors import DataError
-from cnnlstm.train.forecast import _windows, mase
+from cnnlstm.tasks.forecast import windows
 
 
 def test_windows_are_relative_to_their_own_level():
     v = np.arange(20, dtype=np.float32)[:, None] * 2  # a pure trend
-    x, y = _windows(v, lookback=4, horizon=2, targets=[0])
+    x, y = windows(v, lookback=4, horizon=2, targets=[0])
     assert x.shape == (15, 4, 1) and y.shape == (15, 2, 1)
     # every window of a straight line looks the same once its level is taken off
     assert np.allclose(x.numpy(), x[0].numpy()) and np.allclose(y.numpy(), y[0].numpy())
@@ -21,7 +22,7 @@ def test_windows_are_relative_to_their_own_level():
 
 def test_windows_need_enough_steps():
     with pytest.raises(DataError, match="too short for lookback 8 \\+ horizon 4"):
-        _windows(np.zeros((10, 1), np.float32), 8, 4, [0])
+        windows(np.zeros((10, 1), np.float32), 8, 4, [0])
 
 
 def test_mase_of_the_seasonal_naive_forecast_in_sample_is_one():

@@ -7,16 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._io import write_json
+from ..build import preset
 from ..data.datasets import ClipSpec
 from ..data.synthetic import make_moving_digits
 from .evaluate import evaluate
-from .fit import TrainOptions, fit_videos, write_json
 
-__all__ = ["DEMO_MODEL", "DEMO_SPEC", "compare_bridges", "run_demo"]
+__all__ = ["DEMO_SPEC", "compare_bridges", "run_demo"]
 
-# Small enough for 2 CPU cores; "grid" keeps the coarse layout that motion direction needs
-# (gap and attention average positions away: compare_bridges shows it).
-DEMO_MODEL: dict[str, Any] = {"backbone_options": {"channels": (16, 32, 64)}, "bridge": "grid", "hidden_size": 64}
+# the model is the "demo" preset of cnnlstm.build: small enough for 2 CPU cores, with the "grid" bridge that keeps
+# the coarse layout motion direction needs (gap and attention average positions away: compare_bridges shows it)
 DEMO_SPEC = ClipSpec(clip_len=8, size=(48, 48))
 DEMO_OPTIONS = {"epochs": 8, "batch_size": 16, "lr": 3e-3, "workers": 1}
 
@@ -44,13 +44,14 @@ def run_demo(
     ``precision="bf16"`` trains with bfloat16 autocast (Lightning's ``bf16-mixed``) and evaluates in bfloat16.
 
     Returns:
-        ``{"test_accuracy", "macro_f1", "seconds", "train": <run summary>, "eval": <evaluate result>}``.
+        ``{"test_accuracy", "macro_f1", "seconds", "train": TrainSummary, "eval": EvalResult}``.
     """
+    from ..tasks.classify import fit_videos
+    from ..tasks.options import TrainOptions
+
     t0 = time.time()
     data = ensure_data(data, data_progress)
-    model = dict(DEMO_MODEL)
-    if bridge:
-        model["bridge"] = bridge
+    model = preset("demo", **({"bridge": bridge} if bridge else {}))
     opts = TrainOptions(
         **{**DEMO_OPTIONS, "epochs": epochs or DEMO_OPTIONS["epochs"]},
         seed=seed,
@@ -61,8 +62,8 @@ def run_demo(
     summary = fit_videos(data, out, model, DEMO_SPEC, opts)
     result = evaluate(out, data, split="test", precision=precision)
     return {
-        "test_accuracy": result["accuracy"],
-        "macro_f1": result["macro_f1"],
+        "test_accuracy": result.accuracy,
+        "macro_f1": result.macro_f1,
         "seconds": round(time.time() - t0, 1),
         "train": summary,
         "eval": result,
@@ -87,8 +88,8 @@ def compare_bridges(
             {
                 "bridge": b,
                 "test_accuracy": r["test_accuracy"],
-                "params": r["train"]["params"],
-                "train_seconds": r["train"]["seconds"],
+                "params": r["train"].params,
+                "train_seconds": r["train"].seconds,
                 "seconds": round(time.time() - t0, 1),
             }
         )

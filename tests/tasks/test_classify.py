@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import cnnlstm as cl
 from cnnlstm.cli import main
-from cnnlstm.train.module import AtomicCheckpointIO
+from cnnlstm.tasks._lightning import AtomicCheckpointIO
 
 # a tiny model: 2 conv blocks of 4 and 8 channels, 4 frames of 24x24
 TINY_MODEL = ["--backbone-channels", "4,8", "--bridge", "grid", "--hidden-size", "8", "--clip-len", "4", "--size", "24"]
@@ -69,7 +69,7 @@ def test_saved_model_is_the_epoch_with_the_lowest_validation_loss(tiny_videos, t
     # accuracy saturates and ties kept the first epoch: the run must keep the lowest validation loss
     from safetensors.torch import load_file
 
-    from cnnlstm.train.plots import read_epoch_metrics
+    from cnnlstm.apps.plots import read_epoch_metrics
 
     out = tmp_path / "r"
     result = _train(tiny_videos, out, "--epochs", "3", "--lr", "0.01")
@@ -169,7 +169,7 @@ def test_atomic_checkpoint_keeps_the_old_file_when_a_write_dies(tmp_path, monkey
     io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
 
     def dies(obj, f, *a, **k):
-        f.write(b"partial")
+        Path(f).write_bytes(b"partial")
         raise KeyboardInterrupt("killed mid-write")
 
     monkeypatch.setattr(torch, "save", dies)

@@ -1,0 +1,178 @@
+"""Evaluate a run on labelled videos or series: accuracy, macro-F1, a per-class table, a confusion-matrix PNG."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.batch import video_loader
+from ..data.datasets import SkipLog, VideoDataset, VideoItem, find_videos
+from ..errors import DataError, require
+from ..model import CNNLSTM
+from ..run import Run, RunFolder, load_run
+from .plots import plot_confusion
+
+__all__ = ["EvalResult", "class_scores", "evaluate"]
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` measured; ``to_dict()`` is the command's ``--json``, ``lines()`` its table."""
+
+    accuracy: float
+    macro_f1: float
+    per_class: list[dict[str, Any]]
+    confusion: list[list[int]]
+    videos: int
+    subset: str
+    confusion_png: str
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    modality: str = "video"
+
+    def __getitem__(self, key: str) -> Any:  # the dict of earlier versions: result["accuracy"]
+        return getattr(self, key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        out = [f"accuracy {self.accuracy:.4f}   macro-F1 {self.macro_f1:.4f}   ({self.videos} items: {self.subset})"]
+        width = max(len("class"), *(len(r["class"]) for r in self.per_class))
+        out.append(f"{'class'.ljust(width)}  precision  recall     f1  support")
+        out += [
+            f"{r['class'].ljust(width)}  {r['precision']:9.3f}  {r['recall']:6.3f}  {r['f1']:5.3f}  {r['support']:7d}"
+            for r in self.per_class
+        ]
+        if self.modality == "video":  # files that could not be decoded
+            out.append(f"skipped {len(self.skipped)} file(s)" + (":" if self.skipped else ""))
+            out += [f"  {s['path']}: {s['reason']}" for s in self.skipped]
+        return [*out, f"confusion matrix: {self.confusion_png}"]
+
+
+@torch.inference_mode()
+def class_scores(model: CNNLSTM, batch: dict[str, Any]) -> torch.Tensor:
+    """Class probabilities ``(N, classes)`` of a clip batch; dense windows ``(N, W, T, ...)`` are averaged."""
+    video, lengths = batch["video"], batch["lengths"]
+    if video.dim() == 6:  # (N, W, T, C, H, W'): one clip per window, padded windows masked out
+        n, w = video.shape[:2]
+        probs = model(video.flatten(0, 1)).softmax(-1).unflatten(0, (n, w))  # (N, W, classes)
+        counts = batch["windows"] if batch.get("windows") is not None else torch.full((n,), w)
+        mask = (torch.arange(w, device=probs.device) < counts.to(probs.device).unsqueeze(1)).unsqueeze(-1)
+        return (probs * mask).sum(1) / counts.to(probs.device).unsqueeze(1)  # (N, classes)
+    return model(video, lengths).softmax(-1)
+
+
+def evaluate(
+    run: str | Path,
+    data: str | Path,
+    split: str | None = "test",
+    sampling: str | None = None,
+    batch_size: int = 8,
+    workers: int = 0,
+    out: str | Path | None = None,
+    all_videos: bool = False,
+    precision: str = "32",
+) -> EvalResult:
+    """Accuracy, macro-F1, a per-class table and a confusion-matrix PNG for a run on labelled data.
+
+    Args:
+        run: the run folder.
+        data: videos laid out as for training (with split folders, ``split`` picks one), or for a series
+            run a series source (its ``split`` part).
+        split: which split to read. Videos without split folders: the ones the run held out for
+            validation are evaluated (``all_videos`` for every one).
+        sampling: override the run's sampling (``dense`` averages the scores over windows).
+        batch_size, workers: loading.
+        out: where to write ``confusion.png`` (default: the run folder).
+        precision: ``"32"`` or ``"bf16"`` (bfloat16 inference, opt-in).
+    """
+    metrics = require("sklearn.metrics", "train", "evaluation metrics")
+    r = load_run(run, precision)
+    if r.kind.modality == "series":
+        y_true, y_pred, subset, skips = _series_predictions(r, data, split, batch_size)
+    else:
+        y_true, y_pred, subset, skips = _video_predictions(
+            r, Path(data), split, sampling, batch_size, workers, all_videos
+        )
+    labels = list(range(len(r.classes)))
+    p, rec, f1, support = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    cm = metrics.confusion_matrix(y_true, y_pred, labels=labels)
+    acc = float(metrics.accuracy_score(y_true, y_pred))
+    png = Path(out or r.path) / "confusion.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    plot_confusion(cm, r.classes, png, title=f"{Path(str(data)).name or data}: accuracy {acc:.3f}")
+    per_class = [
+        {"class": c, "precision": float(p[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(support[i])}
+        for i, c in enumerate(r.classes)
+    ]
+    return EvalResult(
+        accuracy=acc,
+        macro_f1=float(np.mean([f1[i] for i in labels if support[i] > 0])),
+        per_class=per_class,
+        confusion=cm.tolist(),
+        videos=len(y_true),
+        subset=subset,
+        confusion_png=str(png),
+        skipped=[{"path": k, "reason": v} for k, v in skips.seen.items()],
+        modality=r.kind.modality,
+    )
+
+
+def _video_items(r: Run, data: Path, split, all_videos: bool):
+    """The labelled videos to evaluate (labels in the run's class order), refused files, and which they are."""
+    has_splits = data.is_dir() and any((data / s).is_dir() for s in ("train", "val", "test"))
+    items, classes, refused = find_videos(data, split if has_splits else None)
+    summary = RunFolder(r.path).summary() or {}
+    held_out = summary.get("held_out") if not has_splits and not all_videos else None
+    if held_out is not None:
+        wanted = {str(Path(p).resolve()) for p in held_out}
+        kept = [it for it in items if str(Path(it.path).resolve()) in wanted]
+        if kept:
+            items = kept
+        else:
+            held_out = None
+    unknown = sorted(set(classes) - set(r.classes))
+    if unknown:
+        raise DataError(
+            f"{data} has classes the model was not trained on: {', '.join(unknown)} (it knows {', '.join(r.classes)})"
+        )
+    remap = [r.classes.index(c) for c in classes]
+    items = [VideoItem(it.path, remap[it.label], it.start, it.end) for it in items]
+    subset = "held-out validation videos of the run" if held_out is not None else (split if has_splits else "all")
+    return items, refused, subset
+
+
+def _video_predictions(r: Run, data: Path, split, sampling, batch_size: int, workers: int, all_videos: bool):
+    """True and predicted labels of a video run on ``data``; the subset's name; the skipped files."""
+    items, refused, subset = _video_items(r, data, split, all_videos)
+    ds = VideoDataset(items, r.classes, spec=r.spec.for_scoring(sampling), refused=refused)
+    skips = SkipLog()
+    skips.add(ds.skipped, warn=False)
+    y_true, y_pred = [], []
+    for batch in video_loader(ds, batch_size, workers):
+        skips.add(batch["skipped"])
+        if batch["video"] is None:
+            continue
+        y_pred += class_scores(r.model, batch).argmax(-1).tolist()
+        y_true += batch["label"].tolist()
+    if not y_true:
+        raise DataError(f"no video of {data} could be evaluated ({len(skips)} skipped)")
+    return y_true, y_pred, subset, skips
+
+
+def _series_predictions(r: Run, source, split, batch_size: int):
+    """True and predicted labels of a series run on ``source``'s test split (or the whole file)."""
+    from ..data.batch import series_loader
+    from ..data.series import SeriesDataset, load_series
+
+    ds = SeriesDataset(load_series(source, split or "test", r.classes), r.spec.normalizer)
+    y_true, y_pred = [], []
+    with torch.inference_mode():
+        for b in series_loader(ds, batch_size):
+            y_pred += r.model(b["series"], b["lengths"]).argmax(-1).tolist()
+            y_true += b["label"].tolist()
+    return y_true, y_pred, f"{split or 'test'} split of {source}", SkipLog()

@@ -1,0 +1,55 @@
+"""Stream a video file frame by frame through a run's model, carrying the RNN state (no whole-video buffer)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.transforms import ClipTransform
+from ..data.video import iter_frames
+from ..errors import ConfigError
+from ..run import Run, load_run
+
+__all__ = ["stream_video"]
+
+
+def stream_video(
+    run: str | Path | Run,
+    video: str | Path,
+    stride: int = 1,
+    every: int = 0,
+    on_update: Callable[[int, np.ndarray], None] | None = None,
+) -> dict[str, Any]:
+    """Stream a video file frame by frame through a run's model.
+
+    Args:
+        run: a run folder (or a loaded :class:`~cnnlstm.run.Run`).
+        video: the video file.
+        stride: feed every ``stride``-th frame (a model trained on clips sampled sparsely
+            over whole videos reads a sparser stream better).
+        every: call ``on_update(frame_index, probs)`` every ``every`` fed frames (0: never).
+        on_update: the callback; ``probs`` is ``(classes,)``.
+
+    Returns:
+        ``{"frames": [frame index of each step], "probs": (steps, classes) array, "classes": [...]}``.
+    """
+    r = run if isinstance(run, Run) else load_run(run)
+    if stride < 1:
+        raise ConfigError(f"stride must be a positive number of frames, got {stride}")
+    streamer = r.model.stream()
+    norm = ClipTransform(mean=r.spec.mean, std=r.spec.std)
+    frames, probs = [], []
+    for i, frame in enumerate(iter_frames(video, r.spec.size, r.spec.channels)):
+        if i % stride:
+            continue
+        p = streamer.step(norm(frame[None])).softmax(-1)[0]  # (1, C, H, W) -> (classes,)
+        frames.append(i)
+        probs.append(p.numpy().astype(np.float32))
+        if every and on_update is not None and len(probs) % every == 0:
+            on_update(i, probs[-1])
+    if not probs:
+        raise ConfigError(f"{video}: no frame decoded")
+    return {"frames": frames, "probs": np.stack(probs), "classes": r.classes}

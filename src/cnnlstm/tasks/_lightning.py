@@ -1,0 +1,208 @@
+"""What every task shares: the Lightning module's skeleton, atomic checkpoints, and one training run into a folder.
+
+A task module (classification, forecasting, anomaly) says only how a batch becomes a loss; this base
+logs it, counts skipped files, records the data its rank saw, and sets up AdamW with a cosine schedule.
+:func:`train_run` fits a task module through Lightning and writes the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import atomic_write
+from ..data.batch import batch_input
+from ..data.datasets import SkipLog
+from ..errors import require
+from ..model import CNNLSTM
+from ..run import DataSpec, RunFolder, TrainSummary
+from .options import TrainOptions
+
+L = require("lightning.pytorch", "train", "training")
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO  # noqa: E402
+
+__all__ = ["AtomicCheckpointIO", "TaskModule", "fit_module", "start_run", "train_run", "write_run"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint through a temporary file in the same folder, renamed into place (a run killed
+    mid-write leaves the previous checkpoint whole); load with ``weights_only=True`` (no code runs)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+    def load_checkpoint(self, path, map_location=None, weights_only=True) -> dict[str, Any]:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+class TaskModule(L.LightningModule):
+    """A :class:`~cnnlstm.CNNLSTM` trained by AdamW on a cosine schedule; subclasses give :meth:`loss`.
+
+    Args:
+        model_config: a :class:`~cnnlstm.CNNLSTMConfig` as a dict (JSON-safe, saved in checkpoints).
+        lr, weight_decay: AdamW's.
+        max_epochs: for the cosine learning-rate schedule.
+        seen_dir: where each rank writes the data indices it trained on in its first epoch.
+    """
+
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        max_epochs: int = 10,
+        seen_dir: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = CNNLSTM.from_config(model_config)
+        self.skips = SkipLog()
+        self._seen: list[int] = []
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(x, lengths)
+
+    def loss(self, x: torch.Tensor, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        """The batch's loss; ``x`` is its input ``(N, T, ...)``, ``stage`` ``"train"`` or ``"val"``."""
+        raise NotImplementedError
+
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor | None:
+        self.skips.add(batch["skipped"])
+        x = batch_input(batch)
+        if x is None:  # every sample of the batch failed to load
+            return None
+        loss = self.loss(x, batch, stage)
+        self.log(
+            f"{stage}_loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True, batch_size=len(x),
+            sync_dist=True,
+        )  # fmt: skip
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if self.current_epoch == 0 and batch["index"] is not None:
+            self._seen += batch["index"].tolist()
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_train_epoch_end(self) -> None:
+        if self.current_epoch == 0 and self.hparams.seen_dir:
+            d = Path(self.hparams.seen_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"rank{self.global_rank}.json").write_text(json.dumps(sorted(self._seen)))
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.max_epochs))
+        return {"optimizer": opt, "lr_scheduler": sched}
+
+
+def start_run(out: str | Path, opts: TrainOptions) -> tuple[RunFolder, Path | None]:
+    """Seed everything, check the run folder against ``resume``/``overwrite``; the folder and the checkpoint to
+    resume from."""
+    L.seed_everything(opts.seed, workers=True, verbose=False)
+    folder = RunFolder(out)
+    return folder, folder.prepare(opts.resume, opts.overwrite)
+
+
+def _trainer(folder: RunFolder, opts: TrainOptions, validates: bool):
+    # the lowest validation loss, not the highest accuracy: accuracy saturates, and ties keep the first epoch
+    monitor = {"monitor": "val_loss", "mode": "min"} if validates else {"monitor": None}
+    ckpt = L.callbacks.ModelCheckpoint(
+        dirpath=folder.checkpoints, filename="best", save_last=True, enable_version_counter=False, **monitor
+    )
+    logger = L.loggers.CSVLogger(save_dir=str(folder.path), name="logs")  # a version per resume: nothing overwritten
+    trainer = L.Trainer(
+        max_epochs=opts.epochs,
+        accelerator=opts.accelerator,
+        devices=opts.devices,
+        strategy=opts.strategy,
+        num_nodes=opts.num_nodes,
+        precision=opts.precision,
+        callbacks=[ckpt],
+        logger=logger,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=opts.progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+    return trainer, ckpt
+
+
+def fit_module(
+    folder: RunFolder, module: TaskModule, loaders: tuple[Any, Any], opts: TrainOptions, resume_from: Path | None
+) -> tuple[int, bool] | None:
+    """Fit ``module`` on ``loaders`` (train, val or None) through Lightning and load the kept weights into it:
+    the epoch with the lowest validation loss, or the last one without validation.
+
+    Returns:
+        (epochs trained, whether a best epoch was chosen on validation), or None on a non-zero rank.
+    """
+    train_loader, val_loader = loaders
+    trainer, ckpt = _trainer(folder, opts, val_loader is not None)
+    resume = str(resume_from) if resume_from else None
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+    if not trainer.is_global_zero:
+        return None
+    best = ckpt.best_model_path if val_loader is not None and ckpt.best_model_path else ckpt.last_model_path
+    module.load_state_dict(torch.load(best or resume_from, map_location="cpu", weights_only=True)["state_dict"])
+    return trainer.current_epoch, bool(ckpt.monitor and ckpt.best_model_score is not None)
+
+
+def write_run(
+    folder: RunFolder,
+    model: CNNLSTM,
+    opts: TrainOptions,
+    fitted: tuple[int, bool],
+    spec: DataSpec,
+    classes: list[str],
+    t0: float,
+    **summary: Any,
+) -> TrainSummary:
+    """Write the trained model, its data ``spec``, curves and summary into the run folder.
+
+    ``summary`` holds the :class:`~cnnlstm.run.TrainSummary` fields the task knows (data, item counts, ...).
+    """
+    folder.write_model(model, classes, spec)
+    curves, best_val = folder.write_curves()
+    epochs, validated = fitted
+    return folder.write_summary(
+        TrainSummary(
+            kind=spec.kind,
+            classes=list(classes),
+            best_val_acc=best_val if validated else None,
+            epochs=epochs,
+            seconds=round(time.time() - t0, 1),
+            model=model.config.to_dict(),
+            options=opts.to_dict(),
+            params=sum(p.numel() for p in model.parameters()),
+            curves=str(curves),
+            **summary,
+        )
+    )
+
+
+def train_run(
+    folder: RunFolder,
+    module: TaskModule,
+    loaders: tuple[Any, Any],
+    opts: TrainOptions,
+    resume_from: Path | None,
+    spec: DataSpec,
+    classes: list[str],
+    t0: float,
+    **summary: Any,
+) -> TrainSummary | None:
+    """:func:`fit_module`, then :func:`write_run`; None on a non-zero rank of a distributed run."""
+    fitted = fit_module(folder, module, loaders, opts, resume_from)
+    if fitted is None:
+        return None
+    return write_run(folder, module.model, opts, fitted, spec, classes, t0, **summary)

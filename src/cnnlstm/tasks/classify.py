@@ -1,0 +1,156 @@
+"""Classification: a label per video clip or per series, trained by cross-entropy into a run folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..build import preset
+from ..data.batch import series_loader, video_loader
+from ..data.datasets import ClipSpec, VideoDataset, stratified_split
+from ..data.transforms import ClipTransform
+from ..errors import DataError, require
+from ..model import CNNLSTM
+from ..run import DataSpec, Kind, SeriesSpec, TrainSummary
+from ._lightning import TaskModule, start_run, train_run
+from .options import TrainOptions
+
+__all__ = ["SERIES_EPOCHS", "ClassifyModule", "fit_series", "fit_videos"]
+
+SERIES_EPOCHS = 300  # small UCR-style training sets need many passes
+
+
+class ClassifyModule(TaskModule):
+    """Cross-entropy on ``batch["label"]``; accuracy (torchmetrics) logged per epoch as ``train_acc``/``val_acc``."""
+
+    def __init__(self, model_config: dict[str, Any], *args: Any, **kwargs: Any):
+        super().__init__(model_config, *args, **kwargs)
+        metrics = require("torchmetrics.classification", "train", "training metrics")
+        n = self.model.config.num_classes
+        self.train_acc = metrics.MulticlassAccuracy(n, average="micro")
+        self.val_acc = metrics.MulticlassAccuracy(n, average="micro")
+
+    def loss(self, x: torch.Tensor, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        logits = self(x, batch["lengths"])  # (N, classes)
+        acc = self.train_acc if stage == "train" else self.val_acc
+        acc(logits, batch["label"])
+        self.log(f"{stage}_acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(x))
+        return F.cross_entropy(logits, batch["label"])
+
+
+def _module(model: CNNLSTM, opts: TrainOptions, folder) -> ClassifyModule:
+    seen = str(folder.logs / "seen")
+    return ClassifyModule(model.config.to_dict(), opts.lr, opts.weight_decay, opts.epochs, seen_dir=seen)
+
+
+def _video_split(data: str | Path, spec: ClipSpec, opts: TrainOptions) -> tuple[VideoDataset, VideoDataset, bool]:
+    """The training set (every file indexed), and the training and validation subsets; whether a val split was
+    given."""
+    full = VideoDataset.from_root(data, split="train", spec=spec, seed=opts.seed)
+    if (Path(data) / "val").is_dir():
+        val = VideoDataset.from_root(data, split="val", spec=spec.for_scoring(), seed=opts.seed)
+        if full.classes != val.classes:
+            raise DataError(f"the val split's classes {val.classes} differ from the train split's {full.classes}")
+        return full, val, True
+    tr, va = stratified_split(full.labels, opts.val_fraction, opts.seed)
+    return full.subset(tr), full.subset(va, spec=spec.for_scoring()), False
+
+
+def fit_videos(
+    data: str | Path,
+    out: str | Path,
+    model_options: dict[str, Any] | None = None,
+    spec: ClipSpec | None = None,
+    options: TrainOptions | None = None,
+) -> TrainSummary | None:
+    """Train a CNNLSTM classifier on a video folder (or manifest) and write the run folder.
+
+    Args:
+        data: ``root/CLASS/*``, ``root/train|val|test/CLASS/*`` or a CSV manifest.
+        out: the run folder.
+        model_options: keyword arguments of :class:`~cnnlstm.CNNLSTM` (backbone, bridge, hidden_size, ...);
+            ``input_shape`` and ``num_classes`` come from ``spec`` and the data.
+        spec: how clips ``(T, C, H, W)`` are made; evaluation and prediction reuse it.
+        options: :class:`TrainOptions`.
+
+    Returns:
+        The run summary (also in ``run.json``), or None on a non-zero rank of a distributed run.
+    """
+    opts = options or TrainOptions()
+    spec = spec or ClipSpec()
+    folder, resume_from = start_run(out, opts)
+    t0 = time.time()
+    train_ds, val_ds, has_val = _video_split(data, spec, opts)
+    classes = train_ds.classes
+    missing = sorted(set(range(len(classes))) - set(train_ds.labels))
+    if missing:
+        names = ", ".join(classes[i] for i in missing)
+        raise DataError(f"no readable training video for class(es) {names}: every file of theirs was skipped")
+    if opts.augment or opts.flip:
+        crop = (0.6, 1.0) if opts.augment else None
+        train_ds.transform = ClipTransform(crop, opts.flip, spec.mean, spec.std, seed=opts.seed)
+    index_time = time.time() - t0
+    shape = (spec.clip_len, spec.channels, *spec.size)
+    model = CNNLSTM(**{**(model_options or {}), "input_shape": shape, "layout": "NTCHW", "num_classes": len(classes)})
+    loaders = (
+        video_loader(train_ds, opts.batch_size, opts.workers, shuffle=True, seed=opts.seed),
+        video_loader(val_ds, opts.batch_size, opts.workers, seed=opts.seed) if len(val_ds) else None,
+    )
+    module = _module(model, opts, folder)
+    summary = train_run(
+        folder, module, loaders, opts, resume_from, DataSpec(Kind.VIDEO_CLASSIFY, spec), classes, t0=t0,
+        data=str(data), train_items=len(train_ds), val_items=len(val_ds),
+        held_out=None if has_val else [it.path for it in val_ds.items], index_seconds=round(index_time, 1),
+    )  # fmt: skip
+    if summary is not None:
+        skipped = {**dict(train_ds.skipped), **dict(val_ds.skipped), **module.skips.seen}
+        summary.skipped = [{"path": p, "reason": r} for p, r in skipped.items()]
+        folder.write_summary(summary)
+    return summary
+
+
+def fit_series(
+    source: str | Path,
+    out: str | Path,
+    model_options: dict[str, Any] | None = None,
+    options: TrainOptions | None = None,
+) -> TrainSummary | None:
+    """Train a CNNLSTM classifier on labelled series (``aeon:NAME``, ``.npz``, ``.npy``, ``.csv``).
+
+    The model starts from the ``series`` preset (:mod:`cnnlstm.build`); ``model_options`` replace its keys.
+    The normaliser is fitted on the training series only and saved in ``data.json``. With
+    ``options.val_fraction > 0`` a stratified part of the training split validates and picks the best
+    epoch; with 0, all of it trains and the last epoch is kept (the UCR habit for tiny training sets).
+
+    Returns:
+        The run summary, also in ``run.json``.
+    """
+    from ..data.series import Normalizer, SeriesDataset, load_series
+
+    opts = options or TrainOptions(epochs=SERIES_EPOCHS, val_fraction=0.0)
+    folder, resume_from = start_run(out, opts)
+    t0 = time.time()
+    data = load_series(source, "train")
+    if opts.val_fraction > 0:
+        tr, va = stratified_split(data.y.tolist(), opts.val_fraction, opts.seed)
+    else:
+        tr, va = list(range(len(data.x))), []
+    norm = Normalizer.fit([data.x[i] for i in tr])
+    train_ds = SeriesDataset(data.subset(tr), norm)
+    val_ds = SeriesDataset(data.subset(va), norm) if va else None
+    shape = (None, data.features)
+    model = CNNLSTM(**{**preset("series", **(model_options or {})), "input_shape": shape, "layout": "NTF",
+                       "num_classes": len(data.classes)})  # fmt: skip
+    loaders = (
+        series_loader(train_ds, opts.batch_size, shuffle=True, seed=opts.seed),
+        series_loader(val_ds, opts.batch_size, seed=opts.seed) if val_ds else None,
+    )
+    spec = DataSpec(Kind.SERIES_CLASSIFY, SeriesSpec(str(source), data.features, norm.mean, norm.std))
+    return train_run(
+        folder, _module(model, opts, folder), loaders, opts, resume_from, spec, data.classes, t0=t0,
+        data=str(source), train_items=len(train_ds), val_items=len(val_ds) if val_ds else 0,
+    )  # fmt: skip
