@@ -14,18 +14,26 @@ from typing import Any
 import torch
 
 from ._registry import Registry
+from .errors import ConfigError
 
 BRIDGES: Registry[Any] = Registry("bridge")  # name -> Bridge class; filled by cnnlstm.layers.bridges
 
 
 def suggested_bridges(channels: int) -> list[Any]:
-    """One default-option instance of each registered bridge over clip maps that fix texts name."""
-    with torch.device("meta"):  # a bridge with weights (attention) allocates nothing
-        return [
-            cls.example(channels)
-            for cls in (BRIDGES.get(name) for name in BRIDGES)
-            if cls.in_axes == "NTCHW" and cls.suggested
-        ]
+    """One default-option instance of each registered bridge over clip maps that fix texts name.
+
+    A bridge that cannot be built without options it does not know (its ``example`` raises) is left out.
+    """
+    found = []
+    for cls in (BRIDGES.get(name) for name in BRIDGES):
+        if getattr(cls, "in_axes", None) != "NTCHW" or not getattr(cls, "suggested", False):
+            continue
+        try:
+            with torch.device("meta"):  # a bridge with weights (attention) allocates nothing
+                found.append(cls.example(channels))
+        except (TypeError, ConfigError):
+            continue
+    return found
 
 
 def clip_maps_fix(shape: tuple, input_size: int, bridges: Iterable[Any] | None = None) -> str:

@@ -271,3 +271,14 @@ def test_the_fix_asks_a_grid_for_its_own_k():
         'Put a bridge in front: bridge="gap" gives F=64, bridge="grid" (k=3) gives F=576, bridge="grid" gives F=256 '
         '(bridge="grid" (k=3) fits input_size=576).'
     )
+
+
+def test_a_registered_bridge_that_needs_options_is_left_out_of_the_fix(monkeypatch):
+    class Needs(Bridge):
+        name = "needs"
+
+        def __init__(self, size: int):
+            super().__init__()
+
+    monkeypatch.setitem(BRIDGES._table, "needs", Needs)
+    assert [b.name for b in suggested_bridges(8)] == ["gap", "grid", "flatten", "attention"]
