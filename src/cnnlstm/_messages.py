@@ -1,17 +1,70 @@
-"""Fix texts shared by the modules' own errors and the shape doctor, so both say the same."""
+"""Fix texts shared by the layers' own errors and the shape doctor, so both say the same; and the bridge table.
+
+The table of bridges (:data:`BRIDGES`) lives here, below both ``layers`` and ``shapes``:
+``layers/bridges.py`` fills it as it defines each bridge, and :func:`clip_maps_fix` asks
+every registered bridge what ``F`` it gives. So the fix text always names the bridges that
+exist, with their real sizes, and neither ``shapes`` nor this module imports a layer.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
 
-def clip_maps_fix(shape: tuple, input_size: int) -> str:
-    """The bridges that turn clip maps ``(N, T, C, H, W)`` into a sequence, with the ``F`` each gives."""
+import torch
+
+from ._registry import Registry
+from .errors import ConfigError
+
+BRIDGES: Registry[Any] = Registry("bridge")  # name -> Bridge class; filled by cnnlstm.layers.bridges
+
+
+def suggested_bridges(channels: int) -> list[Any]:
+    """One default-option instance of each registered bridge over clip maps that fix texts name.
+
+    A bridge that cannot be built without options it does not know (its ``example`` raises) is left out.
+    """
+    found = []
+    for cls in (BRIDGES.get(name) for name in BRIDGES):
+        if getattr(cls, "in_axes", None) != "NTCHW" or not getattr(cls, "suggested", False):
+            continue
+        try:
+            with torch.device("meta"):  # a bridge with weights (attention) allocates nothing
+                found.append(cls.example(channels))
+        except (TypeError, ConfigError):
+            continue
+    return found
+
+
+def clip_maps_fix(shape: tuple, input_size: int, bridges: Iterable[Any] | None = None) -> str:
+    """The bridges that turn clip maps ``(N, T, C, H, W)`` into a sequence, with the ``F`` each gives.
+
+    Args:
+        shape: the clip maps' shape.
+        input_size: the ``F`` the RNN was built for.
+        bridges: the bridge instances to name (default: :func:`suggested_bridges`); a bridge
+            whose options differ from its defaults is named with them, ``bridge="grid" (k=3)``.
+    """
     c, h, w = shape[2:]
-    options = [("gap", c), ("grid", c * 4), ("flatten", c * h * w), ("attention", c)]
-    text = ", ".join(f'bridge="{n}" gives F={f}' for n, f in options)
-    fits = [n for n, f in options if f == input_size]
+    if bridges is None:
+        named = [(f'bridge="{b.name}"', b) for b in suggested_bridges(c)]
+    else:
+        named = [(_label(b, c), b) for b in bridges]
+    options = [(label, b.out_features(c, h, w)) for label, b in named]
+    text = ", ".join(f"{label} gives F={f}" for label, f in options)
+    fits = [label for label, f in options if f == input_size]
     if fits:
-        text += f' (bridge="{fits[0]}" fits input_size={input_size})'
+        text += f" ({fits[0]} fits input_size={input_size})"
     return f"Put a bridge in front: {text}."
+
+
+def _label(b: Any, channels: int) -> str:
+    """``bridge="grid"``, with the options that differ from the bridge's defaults: ``bridge="grid" (k=3)``."""
+    options = b.options()
+    with torch.device("meta"):
+        defaults = type(b).example(channels).options()
+    changed = ", ".join(f"{k}={v}" for k, v in options.items() if defaults.get(k) != v)
+    return f'bridge="{b.name}"' + (f" ({changed})" if changed else "")
 
 
 def image_maps_fix(shape: tuple) -> str:

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from . import layout as L
-from ._guard import shape_guard
 from ._io import atomic_write
 from .backbones import build_backbone
 from .errors import ConfigError, ShapeError
@@ -24,7 +23,8 @@ from .layers.bridges import bridge as make_bridge
 from .layers.temporal import Temporal
 from .layers.temporal import head as make_head
 from .layers.time_distributed import BN_POLICIES, TimeDistributed, check_lengths, freeze_batchnorm
-from .shapes import infer
+from .shapes import format_shape as _fmt
+from .shapes import infer, shape_guard
 
 __all__ = ["CNNLSTM", "PRECISIONS", "CNNLSTMConfig", "bf16_supported"]
 
@@ -418,7 +418,3 @@ def _bridge_name(b: Bridge) -> str:
 
 def _bridge_options(b: Bridge) -> dict[str, Any]:
     return b.options() if _bridge_name(b) != "custom" else {}
-
-
-def _fmt(shape: Any) -> str:
-    return "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import cnnlstm
 from cnnlstm import BRIDGES, Bridge, bridge
+from cnnlstm._messages import clip_maps_fix, suggested_bridges
 
 SETTINGS = settings(max_examples=30, deadline=None)
 NAMES = BRIDGES.names()
@@ -242,3 +243,42 @@ def test_unknown_option_is_a_config_error():
 def test_grid_needs_a_positive_k():
     with pytest.raises(cnnlstm.ConfigError, match="k >= 1"):
         bridge("grid", k=0)
+
+
+# ----------------------------------------------------------------------------- the fix for clip maps names them
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_bridge_has_an_example_with_its_default_options(name):
+    b = BRIDGES.get(name).example(6)
+    assert type(b) is BRIDGES.get(name)
+    assert b.options() == _make(name, 6).options()
+    assert b.out_features(6, 5, 4) == _make(name, 6).out_features(6, 5, 4)
+
+
+def test_the_fix_names_every_suggested_clip_bridge_with_the_F_it_gives():
+    assert [b.name for b in suggested_bridges(64)] == ["gap", "grid", "flatten", "attention"]  # gmp: same F as gap
+    assert all(p.device.type == "meta" for b in suggested_bridges(64) for p in b.parameters())
+    assert clip_maps_fix((8, 16, 64, 7, 7), 64) == (
+        'Put a bridge in front: bridge="gap" gives F=64, bridge="grid" gives F=256, bridge="flatten" gives F=3136, '
+        'bridge="attention" gives F=64 (bridge="gap" fits input_size=64).'
+    )
+
+
+def test_the_fix_asks_a_grid_for_its_own_k():
+    text = clip_maps_fix((8, 16, 64, 7, 7), 576, bridges=[bridge("gap"), bridge("grid", k=3), bridge("grid")])
+    assert text == (
+        'Put a bridge in front: bridge="gap" gives F=64, bridge="grid" (k=3) gives F=576, bridge="grid" gives F=256 '
+        '(bridge="grid" (k=3) fits input_size=576).'
+    )
+
+
+def test_a_registered_bridge_that_needs_options_is_left_out_of_the_fix(monkeypatch):
+    class Needs(Bridge):
+        name = "needs"
+
+        def __init__(self, size: int):
+            super().__init__()
+
+    monkeypatch.setitem(BRIDGES._table, "needs", Needs)
+    assert [b.name for b in suggested_bridges(8)] == ["gap", "grid", "flatten", "attention"]

@@ -147,6 +147,29 @@ def test_clip_of_feature_maps_names_the_bridge_sizes():
     assert "F=3136" in str(info.value)
 
 
+def test_clip_of_feature_maps_says_what_the_shape_doctor_says():
+    fix = cnnlstm.diagnose(torch.nn.LSTM(512, 8, batch_first=True), (8, 16, 64, 7, 7)).error.fix
+    assert fix == (
+        'Put a bridge in front: bridge="gap" gives F=64, bridge="grid" gives F=256, bridge="flatten" gives F=3136, '
+        'bridge="attention" gives F=64.'
+    )
+    with pytest.raises(cnnlstm.ShapeError) as info:
+        Temporal(512, 8)(torch.zeros(8, 16, 64, 7, 7))
+    assert str(info.value).endswith(f"a clip of feature maps. {fix}")
+
+
+def test_layers_declare_what_the_shape_doctor_reads():
+    assert Temporal.takes_lengths is True  # it packs padded steps: no warning that its RNN runs over them
+    assert {name: HEADS.get(name).takes_lengths for name in HEADS} == dict.fromkeys(HEADS, True)
+    assert {name: HEADS.get(name).per_step for name in HEADS} == {
+        "last": False,
+        "mean": False,
+        "attention": False,
+        "frames": True,  # one output per step on purpose: no warning about a Linear on every step
+        "forecast": False,
+    }
+
+
 def test_image_feature_maps_name_the_spatial_bridge():
     with pytest.raises(cnnlstm.ShapeError, match=r"spatial.*\(2, 49, 64\)"):
         Temporal(64, 8)(torch.zeros(2, 64, 7, 7))

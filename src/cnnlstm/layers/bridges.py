@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._registry import Registry
+from .._messages import BRIDGES
 from ..errors import ConfigError, ShapeError
 
 __all__ = ["BRIDGES", "Bridge", "bridge", "register_bridge"]
 
-BRIDGES: Registry[type[Bridge]] = Registry("bridge")
+# the table itself lives in cnnlstm._messages, so the fix texts that list the bridges need not import this module
 register_bridge = BRIDGES.register
 
 
@@ -33,11 +33,23 @@ class Bridge(nn.Module):
     """A module from feature maps to a sequence that knows its output size.
 
     Subclasses set ``in_axes`` (the axes they take, ``"NTCHW"`` for clip bridges) and
-    implement :meth:`out_features` and ``forward``.
+    implement :meth:`out_features` and ``forward``. A clip bridge is named, with the ``F`` it
+    gives, in the fix for clip maps fed to an RNN unless it sets ``suggested = False``; the
+    fix text builds it with :meth:`example`.
     """
 
     in_axes = "NTCHW"
     name = "?"
+    suggested = True
+
+    @classmethod
+    def example(cls, channels: int) -> Bridge:
+        """This bridge with its default options, for feature maps of ``channels`` channels.
+
+        >>> bridge("grid").example(64).out_features(64, 7, 7)
+        256
+        """
+        return cls()
 
     def out_features(self, c: int, h: int | None = None, w: int | None = None) -> int:
         """``F`` of the output sequence for feature maps of ``c`` channels and ``h x w`` positions."""
@@ -105,6 +117,7 @@ class GlobalMaxPool(_ClipBridge):
     """Global max pooling per frame: ``(N, T, C, H, W) → (N, T, C)``."""
 
     name = "gmp"
+    suggested = False  # gives what gap gives; the fix texts name gap
 
     def out_features(self, c: int, h: int | None = None, w: int | None = None) -> int:
         return c
@@ -192,6 +205,10 @@ class SpatialAttention(_ClipBridge):
             )
         self.channels = channels
         self.score = nn.Conv2d(channels, 1, kernel_size=1)
+
+    @classmethod
+    def example(cls, channels: int) -> SpatialAttention:
+        return cls(channels)
 
     def options(self) -> dict:
         return {"channels": self.channels}

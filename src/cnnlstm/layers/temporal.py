@@ -33,6 +33,8 @@ class Temporal(nn.Module):
         sequence's last valid one.
     """
 
+    takes_lengths = True  # packs padded steps: the shape doctor does not warn that its RNN runs over them
+
     def __init__(
         self,
         input_size: int,
@@ -119,8 +121,9 @@ class Head(nn.Module):
         dropout: dropout before the final Linear.
     """
 
-    per_step = False
+    per_step = False  # True: one output per step on purpose (the shape doctor does not warn about it)
     causal = True  # can be computed step by step while streaming
+    takes_lengths = True  # forward(states, lengths=): padded steps are kept out
 
     def __init__(self, in_features: int, num_classes: int, bidirectional: bool = False, dropout: float = 0.0):
         super().__init__()

@@ -7,8 +7,8 @@ import itertools
 import torch
 from torch import nn
 
-from .._guard import shape_guard
 from ..errors import ConfigError, ShapeError
+from ..shapes.guard import shape_guard
 
 __all__ = ["BN_POLICIES", "TimeDistributed", "freeze_batchnorm", "valid_mask"]
 
