@@ -11,7 +11,6 @@ torch.Size([2, 4])
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -19,15 +18,12 @@ from torch import nn
 from . import layout as L
 from .errors import ConfigError, ShapeError
 
-if TYPE_CHECKING:
-    from .model import CNNLSTM
-
 __all__ = ["Streamer", "check_streamable"]
 
 _FRAME_LAYOUT = {"NTCHW": "NCHW", "NCTHW": "NCHW", "NTHWC": "NHWC", "NTF": "NF", "NFT": "NF"}
 
 
-def check_streamable(model: CNNLSTM) -> None:
+def check_streamable(model: nn.Module) -> None:
     """Raise :class:`ConfigError` saying why a model cannot stream, and what to change."""
     cfg = model.config
     if model.kind == "image":
@@ -73,7 +69,7 @@ class Streamer:
         returns: ``(N, classes)``.
     """
 
-    def __init__(self, model: CNNLSTM):
+    def __init__(self, model: nn.Module):  # a CNNLSTM (not imported: the model imports this module)
         check_streamable(model)
         self.model = model.eval()
         self.frame_layout = _FRAME_LAYOUT[model.layout.value]
