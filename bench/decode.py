@@ -23,7 +23,8 @@ from _common import bar_chart, machine, save, summary
 
 from cnnlstm import CNNLSTM
 from cnnlstm.data import write_video
-from cnnlstm.data.datasets import ClipSpec, VideoDataset, VideoItem, collate_clips
+from cnnlstm.data.batch import collate_clips
+from cnnlstm.data.datasets import ClipSpec, VideoDataset, VideoItem
 
 
 def make_videos(root: Path, n: int, frames: int = 150, size: tuple[int, int] = (240, 320)) -> list[VideoItem]:

@@ -636,7 +636,8 @@ def _sample_clips(r, n: int):
 
     import torch
 
-    from .data.datasets import VideoDataset, collate_clips, find_videos
+    from .data.batch import collate_clips
+    from .data.datasets import VideoDataset, find_videos
     from .errors import CnnlstmError
 
     info = json.loads((r.path / "run.json").read_text()) if (r.path / "run.json").is_file() else {}

@@ -15,12 +15,12 @@ import torch
 
 from cnnlstm.data import datasets as ds_mod
 from cnnlstm.data import probe, read_frames
+from cnnlstm.data.batch import collate_clips
 from cnnlstm.data.datasets import (
     BadSample,
     ClipSpec,
     VideoDataset,
     VideoItem,
-    collate_clips,
     find_videos,
     stratified_split,
 )

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.batch import video_loader
-from ..data.datasets import SkipLog, VideoDataset, VideoItem, find_videos
+from ..data.batch import SkipLog, video_loader
+from ..data.datasets import VideoDataset, VideoItem, find_videos
 from ..errors import DataError, require
 from ..model import CNNLSTM
 from ..run import Run, RunFolder, load_run

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.datasets import VideoDataset, VideoItem, _try_probe, collate_clips
+from ..data.batch import collate_clips
+from ..data.datasets import VideoDataset, VideoItem, _try_probe
 from ..run import load_run
 from .evaluate import class_scores
 

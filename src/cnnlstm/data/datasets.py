@@ -9,7 +9,7 @@ Layouts understood:
 Every file found is probed in parallel when the set is indexed; one that is corrupt, truncated,
 empty, has no frames or no video stream is skipped with one warning naming it and the reason,
 and counted in :attr:`VideoDataset.skipped`. A file that fails later, at load, comes out as a
-:class:`BadSample`, which :func:`collate_clips` drops and reports. Paths that lead outside the
+:class:`BadSample`, which :func:`cnnlstm.data.batch.collate_clips` drops and reports. Paths that lead outside the
 data root (symlinks, ``..``) are refused the same way.
 """
 
@@ -31,7 +31,7 @@ from .sampling import PADS, SAMPLINGS, sample
 from .transforms import ClipTransform
 from .video import VIDEO_EXTENSIONS, VideoInfo, probe, read_frames
 
-__all__ = ["BadSample", "ClipSpec", "VideoDataset", "VideoItem", "collate_clips", "find_videos", "stratified_split"]
+__all__ = ["BadSample", "ClipSpec", "VideoDataset", "VideoItem", "find_videos", "stratified_split"]
 
 log = logging.getLogger("cnnlstm.data")
 SPLITS = ("train", "val", "test")
@@ -99,7 +99,7 @@ class VideoItem:
 
 @dataclass
 class BadSample:
-    """A sample that failed at load: :func:`collate_clips` drops it and reports it."""
+    """A sample that failed at load: :func:`cnnlstm.data.batch.collate_clips` drops it and reports it."""
 
     path: str
     reason: str
@@ -371,61 +371,3 @@ def _try_probe(path: str) -> tuple[VideoInfo | None, str]:
         return None, text.split(": ", 1)[1] if text.startswith(path) else text
     except Exception as e:
         return None, f"{type(e).__name__}: {e}"
-
-
-def collate_clips(batch: list[dict[str, Any] | BadSample]) -> dict[str, Any]:
-    """Stack clips into a batch, dropping failed samples and padding variable lengths.
-
-    Returns:
-        ``{"video": (N, T, C, H, W), "label": (N,), "lengths": (N,), "index": (N,), "windows": None,
-        "skipped": [(path, reason), ...]}``; ``lengths`` is None when every clip is full length.
-        Dense samples ``(W, T, C, H, W)`` give ``video`` ``(N, W_max, T, C, H, W)``, zero-padded
-        windows, and ``windows`` ``(N,)``, the real number of each.
-    """
-    skipped = [(b.path, b.reason) for b in batch if isinstance(b, BadSample)]
-    good = [b for b in batch if not isinstance(b, BadSample)]
-    if not good:
-        return {"video": None, "label": None, "lengths": None, "index": None, "windows": None, "skipped": skipped}
-    lengths = torch.tensor([b["length"] for b in good])
-    t = int(lengths.max())
-    videos = [_pad_axis(b["video"], -4, t) for b in good]  # every clip to T steps
-    windows = None
-    if videos[0].dim() == 5:  # dense: every sample to the most windows
-        counts = torch.tensor([v.shape[0] for v in videos])
-        videos = [_pad_axis(v, 0, int(counts.max())) for v in videos]
-        windows = counts
-    return {
-        "video": torch.stack(videos),
-        "label": torch.tensor([b["label"] for b in good]),
-        "lengths": None if bool((lengths == t).all()) else lengths,
-        "index": torch.tensor([b["index"] for b in good]),
-        "windows": windows,
-        "skipped": skipped,
-    }
-
-
-def _pad_axis(v: torch.Tensor, axis: int, size: int) -> torch.Tensor:
-    """Zero-pad ``v`` along ``axis`` up to ``size``."""
-    missing = size - v.shape[axis]
-    if missing <= 0:
-        return v
-    shape = list(v.shape)
-    shape[axis] = missing
-    return torch.cat([v, v.new_zeros(shape)], dim=axis)
-
-
-@dataclass
-class SkipLog:
-    """Counts the files a run left out, each named once."""
-
-    seen: dict[str, str] = field(default_factory=dict)
-
-    def add(self, entries: Sequence[tuple[str, str]], warn: bool = True) -> None:
-        for path, reason in entries:
-            if path not in self.seen:
-                self.seen[path] = reason
-                if warn:
-                    log.warning("skipped %s: %s", path, reason)
-
-    def __len__(self) -> int:
-        return len(self.seen)

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 
 from .._io import atomic_write
-from ..data.batch import batch_input
-from ..data.datasets import SkipLog
+from ..data.batch import SkipLog, batch_input
 from ..errors import require
 from ..model import CNNLSTM
 from ..run import DataSpec, RunFolder, TrainSummary

@@ -18,8 +18,8 @@ import torch
 
 from ..anomaly import calibrate, mean_change, next_step_errors
 from ..build import preset
-from ..data.batch import window_loader
-from ..data.datasets import ClipSpec, VideoDataset, VideoItem, collate_clips
+from ..data.batch import collate_clips, window_loader
+from ..data.datasets import ClipSpec, VideoDataset, VideoItem
 from ..data.sequences import labelled_sequence, video_files, whole_video
 from ..data.series import Normalizer
 from ..errors import DataError
