@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import bar_chart, machine, save, summary
 
 from cnnlstm import CNNLSTM
-from cnnlstm.export import _session, export_onnx, quantize_onnx
+from cnnlstm.export import export_onnx, quantize_onnx
+from cnnlstm.export._common import session as _session
 
 
 def per_frame_ms(fn, frames: int) -> list[float]:

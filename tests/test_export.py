@@ -13,6 +13,7 @@ import cnnlstm as cl
 from cnnlstm import export as ex
 from cnnlstm.cli import main
 from cnnlstm.errors import ExportError
+from cnnlstm.export import onnx as ex_onnx
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -121,14 +122,14 @@ def test_clip_onnx_runs_at_new_batch_and_lengths_like_pytorch(clip_export):
 def test_failing_verification_is_an_error_and_the_file_stays(tmp_path, monkeypatch):
     """The model changes after the export: the real verification must catch the difference and raise."""
     model = _model(bridge="gap")
-    real_verify = ex._verify_clip
+    real_verify = ex_onnx._verify_clip
 
     def verify_after_a_change(m, path, batches):
         with torch.no_grad():
             m.head.fc.bias.add_(1e-2)  # the ONNX file keeps the old bias
         return real_verify(m, path, batches)
 
-    monkeypatch.setattr(ex, "_verify_clip", verify_after_a_change)
+    monkeypatch.setattr(ex_onnx, "_verify_clip", verify_after_a_change)
     path = tmp_path / "drift.onnx"
     with pytest.raises(ExportError, match=r"differs from PyTorch by 1\.00e-02 \(> 1e-04\)") as err:
         ex.export_onnx(model, path)

@@ -27,6 +27,18 @@ from .shapes import Diagnosis, Explanation, Finding, diagnose, explain, infer
 
 __version__ = "0.1.0"
 
+# loaded on first use: exporting needs onnx/onnxruntime, which `import cnnlstm` does not import
+_LAZY = {"export_onnx": "export", "export_torchscript": "export", "export_run": "export", "load_run": "run"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "BACKBONES",
     "BRIDGES",
@@ -51,8 +63,12 @@ __all__ = [
     "build_backbone",
     "diagnose",
     "explain",
+    "export_onnx",
+    "export_run",
+    "export_torchscript",
     "head",
     "infer",
+    "load_run",
     "register_backbone",
     "register_bridge",
     "register_head",

@@ -585,72 +585,14 @@ def stream(run, video, stride, every, plot, precision) -> None:
 @click.option("--sample", default=32, show_default=True, help="Clips of the run's data for the int8 agreement.")
 def export(run, fmt, int8, out, sample) -> None:
     """Export RUN's model (whole clip, and the streaming step where the model can stream), verified against PyTorch."""
-    from pathlib import Path
-
     from .errors import CnnlstmError
-    from .export import export_onnx, export_torchscript, int8_report
-    from .run import load_run
-    from .streaming import check_streamable
+    from .export import export_run
 
-    if int8 and fmt != "onnx":
-        raise click.ClickException("--int8 quantizes ONNX graphs: use --format onnx")
     try:
-        r = load_run(run)
-        folder = Path(out) if out else Path(run) / "export"
-        try:
-            check_streamable(r.model)
-            streams = r.model.kind == "clip"
-        except CnnlstmError as why:
-            streams = False
-            click.echo(f"no streaming-step graph: {why}")
-        ext = "onnx" if fmt == "onnx" else "pt"
-        do = export_onnx if fmt == "onnx" else export_torchscript
-        reports = [do(r.model, folder / f"model.{ext}", kind="clip")]
-        if streams:
-            reports.append(do(r.model, folder / f"step.{ext}", kind="step"))
-        for rep in reports:
-            click.echo(str(rep))
-        if int8:
-            clips, source = _sample_clips(r, sample)
-            q = int8_report(r.model, reports[0].path, reports[1].path if streams else None, clips, folder)
-            click.echo(
-                f"int8 (dynamic quantization), top-1 agreement with float32 on {q['sample_clips']} {source} "
-                f"clips: {q['top1_agreement']:.3f}"
-            )
-            click.echo(
-                f"  clip graph: {q['clip_mb']['fp32']:.2f} MB -> {q['clip_mb']['int8']:.2f} MB, "
-                f"{q['clip_ms']['fp32']:.1f} ms -> {q['clip_ms']['int8']:.1f} ms per clip"
-            )
-            if "frame_ms" in q:
-                click.echo(
-                    f"  step graph: {q['step_mb']['fp32']:.2f} MB -> {q['step_mb']['int8']:.2f} MB, "
-                    f"{q['frame_ms']['fp32']:.2f} ms -> {q['frame_ms']['int8']:.2f} ms per streamed frame"
-                )
+        result = export_run(run, fmt, int8, out, sample)
     except CnnlstmError as e:
         raise click.ClickException(str(e)) from None
-
-
-def _sample_clips(r, n: int):
-    """Up to ``n`` clips of the run's own data (its held-out videos first); random clips if it is gone."""
-    import json
-
-    import torch
-
-    from .data.batch import collate_clips
-    from .data.datasets import VideoDataset, find_videos
-    from .errors import CnnlstmError
-
-    info = json.loads((r.path / "run.json").read_text()) if (r.path / "run.json").is_file() else {}
-    try:
-        items, classes, _ = find_videos(info["data"], "test" if (Path(info["data"]) / "test").is_dir() else None)
-        ds = VideoDataset(items[:: max(1, len(items) // n)][:n], classes, spec=r.spec, warn=False)
-        batch = collate_clips([ds[i] for i in range(len(ds))])
-        if batch["video"] is not None:
-            return batch["video"], "real"
-    except (KeyError, CnnlstmError, OSError):
-        pass
-    shape = [s for s in r.model.config.input_shape]
-    return torch.randn(n, *[16 if s is None else s for s in shape]), "random"
+    click.echo("\n".join(result.lines()))
 
 
 @main.command()

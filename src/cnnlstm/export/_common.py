@@ -1,0 +1,106 @@
+"""What every export shares: the report, example inputs in the model's layout, and a quiet exporter."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import layout as L
+from ..errors import require
+
+__all__ = ["ExportReport", "clip_shape", "frame_shape", "in_float32", "lengths_to_check", "quiet", "random_state"]
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and how closely it matches PyTorch."""
+
+    path: Path
+    kind: str
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((c["max_abs_diff"] for c in self.checks), default=float("nan"))
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def __str__(self) -> str:
+        lines = [f"{self.kind} -> {self.path} ({self.size_bytes / 1e6:.2f} MB)"]
+        fmt = self.kind.split()[0]
+        lines += [f"  {c['input']}: max |{fmt} - torch| = {c['max_abs_diff']:.2e}" for c in self.checks]
+        return "\n".join(lines)
+
+
+def clip_shape(model: nn.Module, n: int, t: int) -> tuple[int, ...]:
+    """A full input shape in the model's layout with batch ``n`` and ``t`` steps."""
+    sample = list(model.config.input_shape)
+    axes = model.layout.value[1:]
+    if "T" in axes:
+        sample[axes.index("T")] = t
+    return (n, *sample)
+
+
+def frame_shape(model: nn.Module) -> list[int]:
+    """One frame's shape without the batch, in the model's frame layout: ``(C, H, W)``, ``(H, W, C)`` or ``(F,)``."""
+    return [s for a, s in zip(model.layout.value[1:], model.config.input_shape) if a != "T"]
+
+
+def lengths_to_check(model: nn.Module) -> list[int]:
+    """Clip lengths an export is verified at: half, the model's own (8 where any), and about twice."""
+    t = L.canonical_shape(model.config.input_shape, model.layout)[0] or 8
+    return sorted({max(1, t // 2), t, t * 2 - 1})
+
+
+def random_state(model: nn.Module, n: int) -> list[torch.Tensor]:
+    """A random RNN state for ``n`` streams: ``[h]`` or ``[h, c]``, each ``(layers, N, D)``."""
+    rnn = model.rnn.rnn
+    shape = (rnn.num_layers, n, rnn.hidden_size)
+    return [torch.randn(shape) * 0.5 for _ in range(2 if isinstance(rnn, nn.LSTM) else 1)]
+
+
+def quiet() -> contextlib.ExitStack:
+    """The exporter prints its progress and warns about deprecations: keep that out of the user's terminal."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    stack.callback(onnx_log.setLevel, level)
+    return stack
+
+
+def in_float32(fn):
+    """Export the float32 graph even from a model set to infer in bf16; the model's precision is kept."""
+
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        before = getattr(model, "precision", "32")
+        model.precision = "32"
+        try:
+            return fn(model, *args, **kwargs)
+        finally:
+            model.precision = before
+
+    return wrapper
+
+
+def session(path: str | Path):
+    """An onnxruntime CPU session that logs errors only."""
+    ort = require("onnxruntime", "export", "ONNX verification")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -1,0 +1,156 @@
+"""Export to ONNX (the whole clip, or one streaming step), verified against PyTorch with onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ExportError, require
+from ._common import ExportReport, clip_shape, frame_shape, in_float32, lengths_to_check, quiet, random_state, session
+from .step import StepGraph
+
+if TYPE_CHECKING:
+    from ..model import CNNLSTM
+
+__all__ = ["export_onnx"]
+
+# the largest batch and clip length the exported graph declares it takes (its dynamic axes' bounds)
+MAX_BATCH, MAX_STEPS = 4096, 1 << 16
+
+
+@in_float32
+def export_onnx(
+    model: CNNLSTM,
+    path: str | Path,
+    *,
+    kind: str = "clip",
+    verify: bool = True,
+    tol: float = 1e-4,
+    opset: int = 18,
+    batches: tuple[int, ...] = (1, 7),
+) -> ExportReport:
+    """Export a model to ONNX with dynamic batch (and time) axes, verified with onnxruntime.
+
+    Args:
+        model: the model (exported in eval mode).
+        path: the ``.onnx`` file to write.
+        kind: ``"clip"``: the whole-clip model, input ``clip`` ``(N, T, ...)`` in the model's layout,
+            output ``logits``; ``"step"``: one streaming step (:class:`StepGraph`), inputs
+            ``frame``, ``h`` (and ``c`` for an LSTM), outputs ``logits``, ``h_out`` (``c_out``).
+        verify: compare with PyTorch on fresh random inputs: each batch size in ``batches`` at three
+            clip lengths (clip), or a 6-step stream (step).
+        tol: the largest absolute difference allowed.
+        opset: ONNX opset.
+
+    Returns:
+        An :class:`ExportReport`.
+
+    Raises:
+        ExportError: verification failed (the file stays, for inspection), or the export failed.
+    """
+    require("onnx", "export", "ONNX export")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    module, args, names, outs, shapes = _graph(model, kind)
+    _clear_rnn_dispatch_caches()
+    try:
+        with quiet():
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=True,
+                input_names=names,
+                output_names=outs,
+                dynamic_shapes=shapes,
+                opset_version=opset,
+                external_data=False,  # one self-contained file, as edge runtimes want it
+            )
+    except Exception as e:
+        raise ExportError(f"ONNX export of the {kind} graph failed: {type(e).__name__}: {str(e)[:500]}") from None
+    report = ExportReport(path, f"onnx {kind}")
+    if verify:
+        report.checks = _verify_clip(model, path, batches) if kind == "clip" else _verify_step(model, path, batches)
+        if not report.max_abs_diff <= tol:
+            raise ExportError(
+                f"{path}: the ONNX {kind} graph differs from PyTorch by {report.max_abs_diff:.2e} "
+                f"(> {tol:.0e}):\n{report}"
+            )
+    return report
+
+
+def _graph(model: CNNLSTM, kind: str) -> tuple[nn.Module, tuple, list[str], list[str], tuple]:
+    """What to export for ``kind``: the module, example inputs, input and output names, dynamic axes."""
+    n = torch.export.Dim("N", min=1, max=MAX_BATCH)
+    if kind == "clip":
+        t = torch.export.Dim("T", min=1, max=MAX_STEPS)
+        x = torch.randn(clip_shape(model, 2, lengths_to_check(model)[1]))
+        t_axis = model.layout.value.index("T") if "T" in model.layout.value else None
+        dims = {0: n, **({t_axis: t} if t_axis is not None else {})}
+        return model, (x,), ["clip"], ["logits"], ({**dims},)
+    if kind == "step":
+        state = random_state(model, 2)
+        args = (torch.randn(2, *frame_shape(model)), *state)
+        names = ["frame", "h"] + (["c"] if len(state) == 2 else [])
+        outs = ["logits", "h_out"] + (["c_out"] if len(state) == 2 else [])
+        return StepGraph(model).eval(), args, names, outs, ({0: n}, *({1: n} for _ in state))
+    raise ConfigError(f"unknown export kind {kind!r}: expected 'clip' or 'step'")
+
+
+def _clear_rnn_dispatch_caches() -> None:
+    """Work around stale dispatch caches in torch 2.13's ONNX exporter.
+
+    The exporter swaps in a while-loop decomposition of LSTM/GRU (which keeps ``T`` dynamic)
+    for the length of each export; the ops' dispatch caches keep the first export's choice,
+    so a second export in the same process silently unrolls the RNN for the example's ``T``.
+    """
+    for op in (torch.ops.aten.lstm.input, torch.ops.aten.gru.input):
+        cache = getattr(op, "_dispatch_cache", None)
+        if isinstance(cache, dict):
+            cache.clear()
+
+
+@torch.inference_mode()
+def _verify_clip(model: CNNLSTM, path: Path, batches: tuple[int, ...]) -> list[dict[str, Any]]:
+    sess = session(path)
+    checks = []
+    for b in batches:
+        for t in lengths_to_check(model):
+            x = torch.randn(clip_shape(model, b, t))
+            ref = model(x).numpy()
+            try:
+                got = sess.run(None, {"clip": x.numpy()})[0]
+            except Exception as e:  # onnxruntime's own error types
+                raise ExportError(
+                    f"the exported graph {path} cannot run a clip {tuple(x.shape)} that the model runs: "
+                    f"{str(e).splitlines()[0][:300]}"
+                ) from None
+            checks.append({"input": f"clip {tuple(x.shape)}", "max_abs_diff": float(np.abs(ref - got).max())})
+    return checks
+
+
+@torch.inference_mode()
+def _verify_step(model: CNNLSTM, path: Path, batches: tuple[int, ...]) -> list[dict[str, Any]]:
+    sess = session(path)
+    fshape = frame_shape(model)
+    checks = []
+    for b in batches:
+        streamer = model.stream()
+        state = [
+            np.zeros((model.rnn.rnn.num_layers, b, model.rnn.rnn.hidden_size), np.float32)
+            for _ in range(2 if isinstance(model.rnn.rnn, nn.LSTM) else 1)
+        ]
+        worst = 0.0
+        for _ in range(6):
+            frame = torch.randn(b, *fshape)
+            ref = streamer.step(frame).numpy()
+            feeds = {"frame": frame.numpy(), "h": state[0], **({"c": state[1]} if len(state) == 2 else {})}
+            got, *state = sess.run(None, feeds)
+            worst = max(worst, float(np.abs(ref - got).max()))
+        checks.append({"input": f"6 streamed frames {(b, *fshape)}", "max_abs_diff": worst})
+    return checks
