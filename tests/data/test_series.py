@@ -544,7 +544,7 @@ def test_npz_without_val_fraction_trains_on_the_whole_split(tmp_path):
         ("aeon:NoSuchSet", 1, "aeon:NoSuchSet is not shipped with aeon"),
         (
             "missing.txt",
-            2,
+            1,
             "does not exist (videos: a folder or a CSV manifest; series: aeon:NAME, .npz, .npy or .csv)",
         ),
     ],

@@ -16,7 +16,7 @@ from ..errors import DataError, require
 from ..run import Run, load_run
 from .plots import plot_scores
 
-__all__ = ["score_anomaly"]
+__all__ = ["score_anomaly", "score_lines"]
 
 
 def score_anomaly(run: str | Path, data: str | Path, out: str | Path | None = None) -> dict[str, Any]:
@@ -115,3 +115,19 @@ def _region_rank(z: np.ndarray, truth: np.ndarray, width: int | None = None) -> 
     peaks = np.array([z[s : s + width].max() for s in starts])
     region = int(idx[0] // width)
     return int((peaks > peaks[region]).sum() + 1)
+
+
+def score_lines(result: dict[str, Any]) -> list[str]:
+    """What the command prints: a row per clip (score, flag, path) or the series' peak; the metrics; the PNG."""
+    clips = result.get("clips", [])
+    out = [f"{'score':>8}  {'flag':<7}  path"] if clips else []
+    out += [f"{c['score']:8.3f}  {'ANOMALY' if c['flag'] else 'normal':<7}  {c['path']}" for c in clips]
+    if "steps" in result:
+        out.append(f"{result['steps']} steps scored; highest at step {result['max_step']}")
+    if "auroc" in result:
+        rank = f"; true region ranks {result['region_rank']}" if "region_rank" in result else ""
+        out.append(
+            f"AUROC {result['auroc']:.3f}; at the threshold {result['threshold']:.3f}: precision "
+            f"{result['precision']:.3f}, recall {result['recall']:.3f}{rank}"
+        )
+    return [*out, f"timeline: {result['png']}"]

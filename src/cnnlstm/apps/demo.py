@@ -13,7 +13,7 @@ from ..data.datasets import ClipSpec
 from ..data.synthetic import make_moving_digits
 from .evaluate import evaluate
 
-__all__ = ["DEMO_SPEC", "compare_bridges", "run_demo"]
+__all__ = ["DEMO_SPEC", "bridge_lines", "compare_bridges", "demo_lines", "ensure_data", "has_data", "run_demo"]
 
 # the model is the "demo" preset of cnnlstm.build: small enough for 2 CPU cores, with the "grid" bridge that keeps
 # the coarse layout motion direction needs (gap and attention average positions away: compare_bridges shows it)
@@ -21,12 +21,16 @@ DEMO_SPEC = ClipSpec(clip_len=8, size=(48, 48))
 DEMO_OPTIONS = {"epochs": 8, "batch_size": 16, "lr": 3e-3, "workers": 1}
 
 
+def has_data(data: str | Path) -> bool:
+    """Whether the moving-digits set is already at ``data``."""
+    return (Path(data) / "train").is_dir() and (Path(data) / "test").is_dir()
+
+
 def ensure_data(data: str | Path, progress: Callable[[int, int], None] | None = None) -> Path:
     """Write the moving-digits set to ``data`` unless it is already there."""
-    data = Path(data)
-    if not (data / "test").is_dir() or not (data / "train").is_dir():
+    if not has_data(data):
         make_moving_digits(data, progress=progress)
-    return data
+    return Path(data)
 
 
 def run_demo(
@@ -57,7 +61,7 @@ def run_demo(
         seed=seed,
         progress=progress,
         overwrite=True,
-        precision="bf16-mixed" if precision == "bf16" else "32-true",
+        precision=precision,
     )
     summary = fit_videos(data, out, model, DEMO_SPEC, opts)
     result = evaluate(out, data, split="test", precision=precision)
@@ -95,3 +99,22 @@ def compare_bridges(
         )
     write_json(Path(out) / "bridges.json", rows)
     return rows
+
+
+def demo_lines(result: dict[str, Any], out: str | Path, data: str | Path) -> list[str]:
+    """What ``cnnlstm demo`` prints after :func:`run_demo`."""
+    ev = result["eval"]
+    return [
+        f"test accuracy {result['test_accuracy']:.3f} (macro-F1 {result['macro_f1']:.3f}) on {ev.videos} held-out "
+        f"videos, {result['seconds']:.0f} s in all",
+        f"training curves: {result['train'].curves}",
+        f"confusion matrix: {ev.confusion_png}",
+        f"run folder: {out}  (try: cnnlstm predict {out} {data}/test/up-left/0000.mp4)",
+    ]
+
+
+def bridge_lines(rows: list[dict[str, Any]], out: str | Path) -> list[str]:
+    """What ``cnnlstm demo --compare-bridges`` prints: the table of :func:`compare_bridges`."""
+    head = f"{'bridge':<10} {'test acc':>8} {'params':>9} {'train s':>8}"
+    body = [f"{r['bridge']:<10} {r['test_accuracy']:8.3f} {r['params']:9,d} {r['train_seconds']:8.1f}" for r in rows]
+    return [head, *body, f"table: {out}/bridges.json"]

@@ -13,7 +13,7 @@ from ..errors import ConfigError, DataError
 from ..run import Kind, load_run
 from .plots import plot_forecast
 
-__all__ = ["forecast", "mase"]
+__all__ = ["forecast", "forecast_lines", "mase"]
 
 
 def mase(truth: np.ndarray, pred: np.ndarray, history: np.ndarray, season: int = 1) -> float:
@@ -55,3 +55,12 @@ def forecast(
     target_names = [names[t] for t in targets]
     plot_forecast(history[:, targets], pred, truth, target_names, png, title=title)
     return {"forecast": pred, "truth": truth, "mase": score, "png": str(png), "names": target_names}
+
+
+def forecast_lines(result: dict[str, Any], season: int = 1) -> list[str]:
+    """What the command prints: each target's forecast, the MASE where the truth is known, the plot."""
+    values = result["forecast"]  # (horizon, k)
+    out = [f"{name}: " + " ".join(f"{v:.1f}" for v in values[:, j]) for j, name in enumerate(result["names"])]
+    if result["mase"] is not None:
+        out.append(f"MASE {result['mase']:.3f} (against the seasonal naive forecast, season {season})")
+    return [*out, f"plot: {result['png']}"]

@@ -42,13 +42,14 @@ class ClipSpec:
     """How a video becomes a model input; saved with a run so that predict samples the same way.
 
     Attributes:
-        clip_len: ``T`` frames per clip.
-        size: ``(H, W)`` frames are resized to in the decoder.
+        clip_len: frames per clip (T).
+        size: frame size (H, W) the decoder resizes to: 112 or HxW.
         channels: 3 (RGB) or 1 (gray).
-        sampling: ``uniform`` | ``random`` | ``dense`` (see :mod:`cnnlstm.data.sampling`).
-        stride: frame step for ``random`` and ``dense``.
-        pad: ``repeat`` | ``lengths`` for videos shorter than ``T``.
-        mean, std: normalisation.
+        sampling: uniform | random | dense (see cnnlstm.data.sampling).
+        stride: frame step of random and dense clips.
+        pad: videos shorter than T: repeat the last frame, or pad and pass lengths.
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation spread.
     """
 
     clip_len: int = 16

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["TrainOptions", "fit_anomaly", "fit_forecast", "fit_series", "fit_videos"]
+__all__ = ["TrainOptions", "fit_anomaly", "fit_forecast", "fit_series", "fit_videos", "train"]
 
 _WHERE = {
     "TrainOptions": "options",
@@ -16,6 +16,7 @@ _WHERE = {
     "fit_series": "classify",
     "fit_forecast": "forecast",
     "fit_anomaly": "anomaly",
+    "train": "entry",
 }
 
 

@@ -19,7 +19,7 @@ from ..data.batch import SkipLog, batch_input
 from ..errors import require
 from ..model import CNNLSTM
 from ..run import DataSpec, RunFolder, TrainSummary
-from .options import TrainOptions
+from .options import TrainOptions, lightning_precision
 
 L = require("lightning.pytorch", "train", "training")
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO  # noqa: E402
@@ -123,7 +123,7 @@ def _trainer(folder: RunFolder, opts: TrainOptions, validates: bool):
         devices=opts.devices,
         strategy=opts.strategy,
         num_nodes=opts.num_nodes,
-        precision=opts.precision,
+        precision=lightning_precision(opts.precision),
         callbacks=[ckpt],
         logger=logger,
         plugins=[AtomicCheckpointIO()],

@@ -28,7 +28,7 @@ from ..run import DataSpec, Kind, SeriesSpec, TrainSummary
 from ._lightning import TaskModule, fit_module, start_run, write_run
 from .options import TrainOptions
 
-__all__ = ["ANOMALY_TRAINING", "AnomalyModule", "default_epochs", "fit_anomaly"]
+__all__ = ["ANOMALY_TRAINING", "AnomalyModule", "anomaly_training", "default_epochs", "fit_anomaly"]
 
 # six frames ahead, as a change of the 6x6-pooled frame: see cnnlstm.anomaly for why not the next frame
 VIDEO_TARGET = {"grid": 6, "horizon": 6, "residual": True}
@@ -60,6 +60,12 @@ class AnomalyModule(TaskModule):
 def default_epochs(data: str | Path) -> int:
     """Training epochs when none are given: ``VIDEO_EPOCHS`` for a folder of videos, ``SERIES_EPOCHS`` for a series."""
     return VIDEO_EPOCHS if Path(data).is_dir() else SERIES_EPOCHS
+
+
+def anomaly_training(data: str | Path, given: dict[str, Any] | None = None) -> TrainOptions:
+    """The training options of an anomaly run on ``data``: ``default_epochs(data)`` and ``ANOMALY_TRAINING``,
+    with ``given`` options on top."""
+    return TrainOptions(**{"epochs": default_epochs(data), **ANOMALY_TRAINING, **(given or {})})
 
 
 @dataclass
@@ -140,7 +146,7 @@ def fit_anomaly(
         size, clip_len: videos: frame size ``(H, W)`` and frames per training clip.
     """
     src = str(data)
-    opts = options or TrainOptions(epochs=default_epochs(src), **ANOMALY_TRAINING)
+    opts = options or anomaly_training(src)
     folder, resume_from = start_run(out, opts)
     t0 = time.time()
     kind = "video" if Path(src).is_dir() else "series"

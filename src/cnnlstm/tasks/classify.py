@@ -19,9 +19,11 @@ from ..run import DataSpec, Kind, SeriesSpec, TrainSummary
 from ._lightning import TaskModule, start_run, train_run
 from .options import TrainOptions
 
-__all__ = ["SERIES_EPOCHS", "ClassifyModule", "fit_series", "fit_videos"]
+__all__ = ["SERIES_EPOCHS", "SERIES_TRAINING", "ClassifyModule", "fit_series", "fit_videos"]
 
-SERIES_EPOCHS = 300  # small UCR-style training sets need many passes
+SERIES_EPOCHS = 300
+# small UCR-style training sets: many passes, and all of the training split trains (the last epoch is kept)
+SERIES_TRAINING = {"epochs": SERIES_EPOCHS, "val_fraction": 0.0}
 
 
 class ClassifyModule(TaskModule):
@@ -122,6 +124,7 @@ def fit_series(
     """Train a CNNLSTM classifier on labelled series (``aeon:NAME``, ``.npz``, ``.npy``, ``.csv``).
 
     The model starts from the ``series`` preset (:mod:`cnnlstm.build`); ``model_options`` replace its keys.
+    ``options`` default to ``SERIES_TRAINING``.
     The normaliser is fitted on the training series only and saved in ``data.json``. With
     ``options.val_fraction > 0`` a stratified part of the training split validates and picks the best
     epoch; with 0, all of it trains and the last epoch is kept (the UCR habit for tiny training sets).
@@ -131,7 +134,7 @@ def fit_series(
     """
     from ..data.series import Normalizer, SeriesDataset, load_series
 
-    opts = options or TrainOptions(epochs=SERIES_EPOCHS, val_fraction=0.0)
+    opts = options or TrainOptions(**SERIES_TRAINING)
     folder, resume_from = start_run(out, opts)
     t0 = time.time()
     data = load_series(source, "train")

@@ -5,22 +5,45 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["TrainOptions"]
+from ..errors import ConfigError
+
+__all__ = ["PRECISIONS", "TrainOptions", "lightning_precision"]
+
+# one vocabulary for every command: training autocasts as Lightning's mixed precision, inference as autocast
+PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
+
+
+def lightning_precision(precision: str) -> str:
+    """Lightning's name for ``precision`` (``32``, ``bf16`` or ``16``; Lightning's own names pass through)."""
+    p = str(precision)
+    if p in PRECISIONS.values():
+        return p
+    if p not in PRECISIONS:
+        raise ConfigError(f"unknown precision {p!r}: expected one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[p]
 
 
 @dataclass
 class TrainOptions:
-    """How a run trains.
+    """How a run trains (the help of ``cnnlstm train``'s options comes from these lines).
 
     Attributes:
-        epochs, batch_size, lr, weight_decay: AdamW with a cosine schedule over ``epochs``.
+        epochs: passes over the training data (AdamW on a cosine schedule over them).
+        batch_size: clips or series per step.
+        lr: AdamW's learning rate.
+        weight_decay: AdamW's weight decay.
         workers: DataLoader processes decoding video.
         seed: seeds the split, the shuffling, the weights and the augmentation.
-        val_fraction: share of the training data held out for validation when there is no val split
-            (0: all of it trains and the last epoch is kept).
-        augment, flip: random resized crops (the same for all frames of a clip); horizontal flips.
-        devices, strategy, num_nodes, precision, accelerator: Lightning's Trainer options.
-        resume, overwrite: continue the run in the folder from its last checkpoint; start it again.
+        val_fraction: share held out for validation when there is no val split (0: all trains, the last epoch is kept).
+        augment: random resized crops, the same for all frames of a clip.
+        flip: random horizontal flips (changes left/right motion!).
+        devices: Lightning: a count, a list, or auto.
+        strategy: Lightning: ddp, ddp_spawn, auto, ...
+        num_nodes: Lightning: machines.
+        precision: 32 | bf16 | 16: float32, or bfloat16/float16 mixed precision (autocast).
+        accelerator: Lightning: cpu | gpu | auto.
+        resume: continue the run in the folder from its checkpoints/last.ckpt.
+        overwrite: start again in a folder that already holds a run.
         progress: show Lightning's progress bar.
     """
 
@@ -36,11 +59,16 @@ class TrainOptions:
     devices: Any = "auto"
     strategy: str = "auto"
     num_nodes: int = 1
-    precision: str = "32-true"
+    precision: str = "32"
     accelerator: str = "auto"
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+
+    def __post_init__(self):
+        lightning_precision(self.precision)  # an unknown precision fails here, before any data is read
+        if isinstance(self.devices, str) and self.devices.isdigit():
+            self.devices = int(self.devices)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

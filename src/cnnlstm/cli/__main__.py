@@ -1,0 +1,5 @@
+"""``python -m cnnlstm.cli``: the ``cnnlstm`` command."""
+
+from . import run
+
+run()
