@@ -803,27 +803,12 @@ def _forward_params(model) -> set[str]:
         return set()
 
 
-def _fast_malloc() -> None:
-    """Re-execute this process once with a faster allocator for training steps (Linux: mimalloc where
-    ``cnnlstm[fast]`` installed it, else glibc's thresholds raised; see ``cnnlstm._alloc``). Opt out with
-    ``CNNLSTM_NO_MALLOC_TUNING=1``."""
-    import os
-
-    from cnnlstm._alloc import fast_malloc_env
-
-    env = fast_malloc_env()
-    if env is None:
-        return
-    argv = list(getattr(sys, "orig_argv", [])) or [sys.executable, *sys.argv]
-    try:
-        os.execve(sys.executable, [sys.executable, *argv[1:]], env)
-    except OSError:  # cannot re-execute: run as we are
-        return
-
-
 def run() -> None:
-    """The ``cnnlstm`` console script: tune the allocator, then the commands."""
-    _fast_malloc()
+    """The ``cnnlstm`` console script: tune the process (allocator, huge pages; see ``cnnlstm._fast.alloc``), then
+    the commands."""
+    from cnnlstm._fast.alloc import tune_command_process
+
+    tune_command_process()
     main()
 
 
