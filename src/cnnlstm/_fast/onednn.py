@@ -1,10 +1,12 @@
 """The oneDNN prefix: the leading Conv2d / ReLU / MaxPool2d run of an inference chain on oneDNN's blocked tensors.
 
-Each convolution's weights are reordered once into oneDNN's blocked layout (a private PyTorch call,
-``torch._C._nn.mkldnn_reorder_conv2d_weight``), so no call reorders them again, and max-pooling on blocked
-tensors skips the indices that only training uses. A ReLU before a max-pool runs after it (the two commute), on
-a quarter of the values. The outputs are those of the same oneDNN kernels. The rest of the chain runs as usual on
-the dense result. ``bench/private_apis.py`` measures it against the public alternatives.
+The activations stay in oneDNN's blocked layout from the first convolution to the end of the run (dense
+``channels_last`` tensors pay a reorder around every convolution), max-pooling on blocked tensors skips the
+indices that only training uses, and a ReLU before a max-pool runs after it (the two commute), on a quarter of the
+values. The weights are handed over once, as oneDNN tensors in plain layout (public ``Tensor.to_mkldnn``). The
+outputs are those of the same oneDNN kernels. The rest of the chain runs as usual on the dense result.
+``bench/private_apis.py`` measures this against dense ``channels_last``, a private one-off weight reorder,
+``optimize_for_inference`` and ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class OneDNNPrefix:
         for m in leaves[:n]:
             if isinstance(m, nn.Conv2d):
                 args = (list(m.padding), list(m.stride), list(m.dilation), m.groups)
-                w = torch._C._nn.mkldnn_reorder_conv2d_weight(m.weight.detach().contiguous().to_mkldnn(), *args)
+                w = m.weight.detach().contiguous().to_mkldnn()
                 b = None if m.bias is None else m.bias.detach().contiguous().to_mkldnn()
                 self.steps.append(("conv", (w, b, *args)))
             elif isinstance(m, nn.ReLU):
