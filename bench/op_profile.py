@@ -5,7 +5,7 @@ Run: python bench/op_profile.py [--impl cnnlstm] [--batch 8] [--top 10] [--keras
 Self CPU time per ATen op (torch.profiler), and the convolutions' GFLOP/s against the float32 peak that
 bench/speed.py measures, so the ceiling is plain: if the convolutions already run near the peak, only the
 ops around them (pooling, ReLU, BatchNorm, copies) are left to win. Run it as the command runs training
-(the allocator of cnnlstm._alloc.fast_malloc_env) to profile what the command does. Writes
+(the allocator of cnnlstm._fast.alloc.fast_malloc_env) to profile what the command does. Writes
 bench/results/op_profile.json. ``--keras`` adds TensorFlow's profile of the Keras ``TimeDistributed``
 reference (in bench/speed.py's own virtual environment): thread time per TF op type over its compute threads.
 """

@@ -5,8 +5,8 @@ Run: python bench/speed.py [--repeats 5] [--no-keras] [--bf16]
 
 Reference model (issue 5): 16 frames of 3x112x112, 4 blocks conv 3x3 - BatchNorm - ReLU - maxpool 2x2 (32, 64, 128,
 256), global average pooling, LSTM 256, Linear 10. Implementations, all with the same trainable parameters:
-cnnlstm's default CNNLSTM (as a library imported after torch; imported before torch, which turns on PyTorch's
-transparent huge pages, see cnnlstm._alloc; and as the cnnlstm command runs it: huge pages and mimalloc
+cnnlstm's default CNNLSTM (as a library; as a library with PyTorch's transparent huge pages turned on,
+THP_MEM_ALLOC_ENABLE=1, row cnnlstm-first; and as the cnnlstm command runs it: huge pages and mimalloc
 preloaded where cnnlstm[fast] installed it, and with glibc's mmap and trim thresholds raised instead, as the
 command runs without it);
 plain PyTorch with frames folded into the batch; plain PyTorch with a Python loop over
@@ -103,8 +103,6 @@ def timed(f, warm: int, n: int) -> list[float]:
 def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
     import contextlib
 
-    if impl.startswith(("cnnlstm-cmd", "cnnlstm-first")):  # cnnlstm imported before torch: huge pages (_alloc)
-        import cnnlstm  # noqa: F401
     import torch
 
     if impl == "conv-ceiling":  # the four convolutions alone: the float32 ceiling, timed like a model
@@ -237,15 +235,18 @@ def _measure(impl: str, what: str, batch: int, kpy: Path | None) -> dict | None:
     # every row starts from the same environment, without allocator settings of the shell that runs this
     tuning = ("LD_PRELOAD", "MALLOC_", "MIMALLOC_", "CNNLSTM_", "THP_MEM_ALLOC_ENABLE")
     env = {k: v for k, v in os.environ.items() if not k.startswith(tuning)}
-    if impl.startswith("cnnlstm-cmd"):  # the library as the cnnlstm command runs it: re-exec'd with an allocator
-        from cnnlstm._alloc import GLIBC_THRESHOLDS, fast_malloc_env, mimalloc_library
+    if impl.startswith(("cnnlstm-cmd", "cnnlstm-first")):  # huge pages, as the cnnlstm command asks for them
+        from cnnlstm._fast.alloc import GLIBC_THRESHOLDS, command_env, huge_pages_available, mimalloc_library
 
+        if huge_pages_available():
+            env["THP_MEM_ALLOC_ENABLE"] = "1"
+    if impl.startswith("cnnlstm-cmd"):  # the library as the cnnlstm command runs it: re-exec'd with an allocator
         if impl == "cnnlstm-cmd-glibc":  # as the command runs without cnnlstm[fast]
             env.update(GLIBC_THRESHOLDS, CNNLSTM_MALLOC="glibc")
         else:
             if mimalloc_library() is None:
                 print(f"{impl}: cmeel-mimalloc is not installed (pip install -e .[fast]): glibc's thresholds instead")
-            env = fast_malloc_env(env) or env
+            env = command_env(env) or env
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         print(f"{impl} {what} batch {batch} failed: {out.stderr[-500:]}")

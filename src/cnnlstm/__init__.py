@@ -6,7 +6,6 @@
 torch.Size([8, 10])
 """
 
-from . import _alloc  # noqa: F401  (first: it asks for huge pages before torch is imported)
 from .backbones import BACKBONES, Conv1dBackbone, SmallCNN, build_backbone, register_backbone
 from .errors import CnnlstmError, ConfigError, MissingDependencyError, ShapeError
 from .layers import (

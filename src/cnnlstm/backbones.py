@@ -21,7 +21,7 @@ from torch import nn
 
 from ._registry import Registry
 from .errors import ConfigError, ShapeError, require
-from .layers.time_distributed import _join, _tracing
+from .lengths import valid_mask
 
 __all__ = ["BACKBONES", "Conv1dBackbone", "SmallCNN", "build_backbone", "load_weights", "register_backbone"]
 
@@ -29,193 +29,16 @@ BACKBONES: Registry = Registry("backbone")
 register_backbone = BACKBONES.register
 
 
-class _BatchNormPoolReLU(torch.autograd.Function):
-    """BatchNorm, then max-pool, then ReLU, for training: the forward of ``bn - relu - pool`` (ReLU commutes with
-    max-pooling, so it runs on a quarter of the values), keeping for backward only what backward reads.
-
-    The unfused chain keeps BatchNorm's full-size output alive until backward (ReLU and max-pool save it)
-    and runs ReLU and its backward at full size. Here the BatchNorm output is freed as soon as it is
-    pooled: max-pool's backward reads only the indices and the input's shape, which the BatchNorm input
-    (kept for BatchNorm's backward anyway) has. On the reference model at batch 32 this cut a training
-    step's peak memory from 4.8 to 3.6 GB. The kernels are PyTorch's own (native_batch_norm, max-pool with
-    indices and their backwards; ReLU's backward keeps its 1-byte mask, not the output, so in-place ops on
-    the output stay legal), so gradients equal the unfused chain's. Used for bfloat16;
-    float32 runs :class:`_ChunkedBatchNormPoolReLU`, which keeps less again.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps, pool):
-        y, mean, invstd = torch.native_batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps)
-        p, idx = torch.ops.aten.max_pool2d_with_indices(y, *pool)
-        del y
-        p.relu_()
-        keep = p > 0  # ReLU's mask, not the output itself: in-place ops on the output stay legal (and 1 byte)
-        ctx.save_for_backward(x, weight, running_mean, running_var, mean, invstd, idx, keep)
-        ctx.training, ctx.eps, ctx.pool = training, eps, pool
-        return p  # (B, C, H', W')
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, weight, running_mean, running_var, mean, invstd, idx, keep = ctx.saved_tensors
-        grad = torch.where(keep, grad, 0)
-        grad = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, *ctx.pool, idx)  # x: shape and layout only
-        mask = [True, ctx.needs_input_grad[1], ctx.needs_input_grad[2]]  # a frozen weight, a trained bias: fine
-        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
-            grad, x, weight, running_mean, running_var, mean, invstd, ctx.training, ctx.eps, mask
+def _block(c_in: int, c_out: int, kernel_size: int) -> nn.Sequential:
+    """conv - BatchNorm - ReLU - maxpool 2x2: one block of :class:`SmallCNN`, ``(B, C, H, W) → (B, C', H/2, W/2)``."""
+    return nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=False),
+            bn=nn.BatchNorm2d(c_out),
+            relu=nn.ReLU(inplace=True),
+            pool=nn.MaxPool2d(2),
         )
-        return gx, gw, gb, None, None, None, None, None, None
-
-
-CHUNK_BYTES = 4 << 20  # frames per chunk of _ChunkedBatchNormPoolReLU: about this much of its input (in cache)
-
-
-class _ChunkedBatchNormPoolReLU(torch.autograd.Function):
-    """:class:`_BatchNormPoolReLU` for float32, keeping neither BatchNorm's output nor max-pool's indices.
-
-    Forward takes the batch statistics in one pass, then normalizes and pools a few frames at a time
-    (``CHUNK_BYTES`` of input, in cache), so no full-size normalized tensor exists. Backward recomputes
-    each chunk's normalized values, pooled values and pooling indices (the same ops on the same values:
-    the same indices; the output itself is not kept, so in-place ops on it stay legal), routes the
-    gradient through ReLU and max-pool chunk by chunk, and finishes BatchNorm's backward in
-    closed form, in place, chunk by chunk: ``gx = a·gz + b·x + c`` per channel, with its two sums per
-    channel taken as the chunks pass (PyTorch's own BatchNorm backward kernel, asked for the weight and
-    bias gradients only). The int64 indices (half the bytes of the input) and a second full-size
-    gradient tensor are gone: on the reference model under mimalloc (as the command runs), a training
-    step's peak memory went from 5.3 to 3.7 GB at batch 32 and from 1.6 to 1.0 GB at batch 8, at 3-4%
-    more time per step (3.33 to 3.45 s at batch 32, side by side); not keeping the output either took
-    batch 32 to 2.9 GB. Recomputing costs a normalization
-    and a pooling per chunk; the in-cache chunks make up for part of it. Gradients equal the native
-    chain's to float32 rounding (the sums run in another order).
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps, pool):
-        if training:  # batch statistics; the running ones (if any) move as BatchNorm moves them
-            mean, var = torch.batch_norm_update_stats(x, running_mean, running_var, momentum)
-            invstd = (var + eps).rsqrt()
-        else:
-            mean, invstd = running_mean, (running_var + eps).rsqrt()
-        alpha = invstd if weight is None else invstd * weight
-        beta = -mean * alpha if bias is None else bias - mean * alpha
-        alpha, beta = alpha.view(1, -1, 1, 1), beta.view(1, -1, 1, 1)
-        step = _chunk(x)
-        p = _join([_norm_pool(c, alpha, beta, pool)[0] for c in x.split(step)])
-        p.relu_()  # not saved: backward recomputes the pooled values, so in-place ops on the output stay legal
-        ctx.save_for_backward(x, mean, invstd, alpha, beta)
-        ctx.training, ctx.pool, ctx.step = training, pool, step
-        return p  # (B, C, H', W')
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, mean, invstd, alpha, beta = ctx.saved_tensors
-        gx = torch.empty_like(x)  # first the gradient w.r.t. BatchNorm's output, then, in place, w.r.t. x
-        step = ctx.step
-        gw = x.new_zeros(x.shape[1])  # sum(gz · x̂), x̂ = (x - mean) · invstd
-        s1 = x.new_zeros(x.shape[1])  # sum(gz)
-        for s in range(0, x.shape[0], step):
-            xs, gs = x[s : s + step], gx[s : s + step]
-            pooled, idx = _norm_pool(xs, alpha, beta, ctx.pool)  # forward's own ops: the same indices
-            g = torch.ops.aten.threshold_backward(grad[s : s + step], pooled, 0)  # ReLU's: pooled > 0
-            torch.ops.aten.max_pool2d_with_indices_backward.grad_input(g, xs, *ctx.pool, idx, grad_input=gs)
-            # this chunk's share of both sums, in one of PyTorch's kernels (given the whole batch's statistics)
-            _, w_part, b_part = torch.ops.aten.native_batch_norm_backward(
-                gs, xs, None, None, None, mean, invstd, True, 0.0, [False, True, True]
-            )
-            gw += w_part
-            s1 += b_part
-        a = alpha.view(-1)  # invstd · weight, per channel
-        if ctx.training:  # x moves the batch statistics too: gx = a·gz + b·x + c
-            m = x.numel() // x.shape[1]
-            b = -a * invstd * gw / m
-            c = -a * s1 / m - b * mean
-            b, c = b.view(1, -1, 1, 1), c.view(1, -1, 1, 1)
-        for s in range(0, x.shape[0], step):
-            gs = gx[s : s + step]
-            if ctx.training:
-                torch.addcmul(torch.addcmul(c, x[s : s + step], b), gs, alpha, out=gs)
-            else:
-                gs.mul_(alpha)
-        gw = gw if ctx.needs_input_grad[1] else None
-        gb = s1 if ctx.needs_input_grad[2] else None  # d/dbias = sum(gz)
-        return gx, gw, gb, None, None, None, None, None, None
-
-
-def _norm_pool(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, pool: tuple):
-    """BatchNorm as ``x·alpha + beta`` (per channel, ``(1, C, 1, 1)``), then max-pool: ``(b, C, H, W)`` →
-    pooled ``(b, C, H', W')`` and its int64 indices. Forward and backward both call it, so the recomputed
-    indices are forward's."""
-    return torch.ops.aten.max_pool2d_with_indices(torch.addcmul(beta, x, alpha), *pool)
-
-
-def _chunk(x: torch.Tensor) -> int:
-    """Frames of ``x`` ``(B, C, H, W)`` per chunk: about ``CHUNK_BYTES``."""
-    return max(1, CHUNK_BYTES // max(1, x[0].numel() * x.element_size()))
-
-
-class ConvBlock(nn.Sequential):
-    """conv - BatchNorm - ReLU - maxpool: one block of :class:`SmallCNN`, ``(B, C, H, W) → (B, C', H/2, W/2)``.
-
-    Runs as the plain chain of its four children, except when training on the CPU (float32, or bfloat16
-    under autocast), where BatchNorm, ReLU and pooling run as one autograd step that keeps less for
-    backward (same outputs and gradients; see ``_ChunkedBatchNormPoolReLU`` for float32,
-    ``_BatchNormPoolReLU`` for bfloat16).
-    """
-
-    sequential_forward = True
-
-    def _fusable(self, x: torch.Tensor) -> bool:
-        # export, torch.compile and jit tracing record the plain chain (the fused step's loop would bake in
-        # one batch size)
-        conv, bn, relu, pool = (getattr(self, k, None) for k in ("conv", "bn", "relu", "pool"))
-        return (
-            torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and not _tracing()
-            and type(conv) is nn.Conv2d
-            and type(bn) is nn.BatchNorm2d
-            and type(relu) is nn.ReLU
-            and type(pool) is nn.MaxPool2d
-            and not pool.return_indices
-            and len(self) == 4
-            and not any(m._forward_hooks or m._forward_pre_hooks for m in (self, conv, bn, relu, pool))
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x ``(B, C, H, W)``. Returns ``(B, C', H', W')``."""
-        if not self._fusable(x):
-            return super().forward(x)
-        bn, pool = self.bn, self.pool
-        y = self.conv(x)
-        training = bn.training or bn.running_mean is None
-        if (
-            not y.requires_grad
-            or y.dtype not in (torch.float32, torch.bfloat16)
-            or y.numel() == 0
-            or (training and y.numel() // y.shape[1] <= 1)  # BatchNorm2d's own error for one value per channel
-        ):
-            return pool(self.relu(bn(y)))
-        momentum = 0.0 if bn.momentum is None else bn.momentum
-        if bn.training and bn.track_running_stats:
-            bn.num_batches_tracked.add_(1)
-            if bn.momentum is None:  # cumulative moving average, as BatchNorm2d does
-                momentum = 1.0 / float(bn.num_batches_tracked)
-        use_stats = not bn.training or bn.track_running_stats
-        pair = torch.nn.modules.utils._pair
-        args = (pair(pool.kernel_size), pair(pool.stride), pair(pool.padding), pair(pool.dilation))
-        fn = _ChunkedBatchNormPoolReLU if y.dtype == torch.float32 else _BatchNormPoolReLU
-        return fn.apply(
-            y,
-            bn.weight,
-            bn.bias,
-            bn.running_mean if use_stats else None,
-            bn.running_var if use_stats else None,
-            training,
-            momentum,
-            bn.eps,
-            (*args, pool.ceil_mode),
-        )
+    )
 
 
 @register_backbone("small")
@@ -231,29 +54,19 @@ class SmallCNN(nn.Sequential):
     """
 
     kind = "2d"
-    sequential_forward = True  # forward checks the input, then runs the blocks in order
+    sequential_forward = True  # forward checks the input, then runs its blocks in order: a plain chain
 
     def __init__(self, in_channels: int = 3, channels: tuple[int, ...] = (32, 64, 128, 256), kernel_size: int = 3):
         if kernel_size % 2 != 1:
             raise ConfigError(f"small backbone needs an odd kernel_size, got {kernel_size}")
         if not channels:
             raise ConfigError("small backbone needs at least one block: channels=(32, ...)")
-        blocks = []
-        c_in = in_channels
-        for i, c in enumerate(channels):
-            block = ConvBlock(
-                OrderedDict(
-                    conv=nn.Conv2d(c_in, c, kernel_size, padding=kernel_size // 2, bias=False),
-                    bn=nn.BatchNorm2d(c),
-                    relu=nn.ReLU(inplace=True),
-                    pool=nn.MaxPool2d(2),
-                )
-            )
-            blocks.append((f"block{i + 1}", block))
-            c_in = c
-        super().__init__(OrderedDict(blocks))
+        c_in = (in_channels, *channels)
+        super().__init__(
+            OrderedDict((f"block{i + 1}", _block(a, b, kernel_size)) for i, (a, b) in enumerate(zip(c_in, channels)))
+        )
         self.in_channels = in_channels
-        self.out_channels = c_in
+        self.out_channels = channels[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x ``(B, C, H, W)``. Returns ``(B, C_last, H/2^k, W/2^k)``."""
@@ -357,7 +170,7 @@ class Conv1dBackbone(nn.Module):
         y = x.transpose(1, 2)  # (N, F, T): the one place the series is channels-first
         valid = None
         if lengths is not None:
-            valid = (torch.arange(y.shape[-1], device=y.device) < lengths.to(y.device).unsqueeze(1)).unsqueeze(1)
+            valid = valid_mask(lengths.to(y.device), y.shape[-1]).unsqueeze(1)  # (N, 1, T)
         for pad, layer in zip(self.pads, self.layers):
             y = layer(F.pad(y, pad))  # (N, C_i, T)
             if valid is not None:

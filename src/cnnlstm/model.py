@@ -22,7 +22,8 @@ from .layers.bridges import BRIDGES, Bridge
 from .layers.bridges import bridge as make_bridge
 from .layers.temporal import Temporal
 from .layers.temporal import head as make_head
-from .layers.time_distributed import BN_POLICIES, TimeDistributed, check_lengths, freeze_batchnorm
+from .layers.time_distributed import BN_POLICIES, TimeDistributed, freeze_batchnorm
+from .lengths import check_lengths
 from .shapes import format_shape as _fmt
 from .shapes import infer, shape_guard
 

@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from .._messages import clip_maps_fix, image_maps_fix
 from .._registry import Registry
 from ..errors import ConfigError, ShapeError
-from .time_distributed import check_lengths, valid_mask
+from ..lengths import check_lengths, valid_mask
 
 __all__ = ["HEADS", "RNNS", "Head", "Temporal", "head", "register_head"]
 

@@ -1,0 +1,89 @@
+"""The oneDNN prefix: the leading Conv2d / ReLU / MaxPool2d run of an inference chain on oneDNN's blocked tensors.
+
+The activations stay in oneDNN's blocked layout from the first convolution to the end of the run (dense
+``channels_last`` tensors pay a reorder around every convolution), max-pooling on blocked tensors skips the
+indices that only training uses, and a ReLU before a max-pool runs after it (the two commute), on a quarter of the
+values. The weights are handed over once, as oneDNN tensors in plain layout (public ``Tensor.to_mkldnn``). The
+outputs are those of the same oneDNN kernels. The rest of the chain runs as usual on the dense result.
+``bench/private_apis.py`` measures this against dense ``channels_last``, a private one-off weight reorder,
+``optimize_for_inference`` and ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["OneDNNPrefix"]
+
+
+def _supported(m: nn.Module) -> bool:
+    """True for a leaf that runs on blocked tensors: a zero-padded float32 Conv2d, a MaxPool2d without indices or
+    dilation, a ReLU, an Identity or (at inference, a no-op) a Dropout."""
+    if isinstance(m, nn.Conv2d):
+        return (
+            type(m).forward is nn.Conv2d.forward
+            and m.padding_mode == "zeros"
+            and not isinstance(m.padding, str)
+            and m.weight.dtype == torch.float32
+        )
+    if isinstance(m, nn.MaxPool2d):
+        return type(m).forward is nn.MaxPool2d.forward and not m.return_indices and m.dilation in (1, (1, 1))
+    return type(m) in (nn.ReLU, nn.Identity) or (isinstance(m, nn.Dropout) and type(m).forward is nn.Dropout.forward)
+
+
+class OneDNNPrefix:
+    """Runs a chain of eval-mode leaves ``(B, C, H, W) -> (B, *out)``: its leading supported run on oneDNN's blocked
+    tensors, the rest as the leaves themselves.
+
+    Args:
+        leaves: the chain's modules in order (an inference copy: the weights are read once, here).
+    """
+
+    def __init__(self, leaves: list[nn.Module]):
+        n = 0
+        while n < len(leaves) and _supported(leaves[n]):
+            n += 1
+        self.steps: list[tuple[str, tuple]] = []
+        for m in leaves[:n]:
+            if isinstance(m, nn.Conv2d):
+                args = (list(m.padding), list(m.stride), list(m.dilation), m.groups)
+                w = m.weight.detach().contiguous().to_mkldnn()
+                b = None if m.bias is None else m.bias.detach().contiguous().to_mkldnn()
+                self.steps.append(("conv", (w, b, *args)))
+            elif isinstance(m, nn.ReLU):
+                self.steps.append(("relu", ()))
+            elif isinstance(m, nn.MaxPool2d):
+                pool = ("maxpool", (m.kernel_size, m.stride, m.padding, 1, m.ceil_mode))
+                if self.steps and self.steps[-1][0] == "relu":  # max-pool commutes with ReLU: ReLU on 1/4 the data
+                    self.steps.insert(-1, pool)
+                else:
+                    self.steps.append(pool)
+        self.rest = leaves[n:]
+
+    @staticmethod
+    def applies(leaves: list[nn.Module]) -> bool:
+        """True when oneDNN is built in and ``leaves`` start with a supported run holding a convolution."""
+        if not torch.backends.mkldnn.is_available():
+            return False
+        for m in leaves:
+            if not _supported(m):
+                return False
+            if isinstance(m, nn.Conv2d):
+                return True
+        return False
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """Args: frames ``(B, C, H, W)`` float32, without gradients. Returns ``(B, *out)``."""
+        x = frames.contiguous().to_mkldnn()
+        for kind, a in self.steps:
+            if kind == "conv":
+                x = torch.mkldnn_convolution(x, *a)
+            elif kind == "relu":
+                x = torch.relu_(x)
+            else:
+                x = torch.max_pool2d(x, *a)
+        x = x.to_dense()
+        for m in self.rest:
+            x = m(x)
+        return x

@@ -1,0 +1,103 @@
+"""The process the ``cnnlstm`` command runs in: importing cnnlstm changes nothing; the console script re-executes
+itself once with a faster allocator and huge pages."""
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cnnlstm._fast import alloc
+
+_TUNING = ("MALLOC_", "MIMALLOC_", "CNNLSTM_NO_", "CNNLSTM_MALLOC", "LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(_TUNING)}, **extra}
+
+
+def test_importing_cnnlstm_leaves_the_environment_as_it_was():
+    code = "import json, os; before = dict(os.environ); import cnnlstm; print(json.dumps([before, dict(os.environ)]))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_clean_env(), check=True)
+    before, after = json.loads(out.stdout)
+    assert after == before
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the process is tuned on Linux only")
+def test_the_command_reexecutes_once_with_a_faster_allocator_and_huge_pages():
+    code = (
+        "import json, os; from cnnlstm._fast.alloc import tune_command_process; tune_command_process(); "
+        "maps = open('/proc/self/maps').read(); "
+        "print(json.dumps({'env': dict(os.environ), 'mimalloc_mapped': 'libmimalloc' in maps}))"
+    )
+
+    def after(env: dict[str, str]) -> dict:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    got = after(_clean_env())
+    if alloc.mimalloc_library() is not None:  # cnnlstm[fast]: mimalloc is really loaded in the re-executed process
+        assert got["env"]["CNNLSTM_MALLOC"] == "mimalloc" and got["mimalloc_mapped"]
+    else:
+        assert got["env"]["CNNLSTM_MALLOC"] == "glibc" and not got["mimalloc_mapped"]
+    assert got["env"].get("THP_MEM_ALLOC_ENABLE") == ("1" if alloc.huge_pages_available() else None)
+    own = after(_clean_env(MALLOC_MMAP_THRESHOLD_="12345"))  # the user's own tuning stands: no re-execution
+    assert "CNNLSTM_MALLOC" not in own["env"] and own["env"]["MALLOC_MMAP_THRESHOLD_"] == "12345"
+    assert "THP_MEM_ALLOC_ENABLE" not in own["env"]
+
+
+def test_fast_malloc_env_picks_mimalloc_when_installed_else_glibc(monkeypatch):
+    monkeypatch.setattr(alloc.sys, "platform", "linux")
+    monkeypatch.setattr(alloc, "mimalloc_library", lambda: "/x/libmimalloc.so")
+    env = alloc.fast_malloc_env({"PATH": "/bin", "LD_PRELOAD": "/y/libfoo.so", "MIMALLOC_PURGE_DELAY": "100"})
+    assert env["LD_PRELOAD"] == "/x/libmimalloc.so:/y/libfoo.so" and env["PATH"] == "/bin"
+    assert env["MIMALLOC_PURGE_DELAY"] == "100" and env["CNNLSTM_MALLOC"] == "mimalloc"  # the user's value stands
+    assert alloc.fast_malloc_env(env) is None  # once only: the re-executed process does not loop
+    assert alloc.fast_malloc_env({"LD_PRELOAD": "/z/libjemalloc.so"}) is None  # the user's own allocator
+    assert alloc.fast_malloc_env({"CNNLSTM_NO_MALLOC_TUNING": "1"}) is None
+    monkeypatch.setattr(alloc, "mimalloc_library", lambda: None)
+    env = alloc.fast_malloc_env({"PATH": "/bin"})
+    assert env["CNNLSTM_MALLOC"] == "glibc" and "LD_PRELOAD" not in env
+    assert env["MALLOC_TRIM_THRESHOLD_"] == str(1 << 34)
+    monkeypatch.setattr(alloc.sys, "platform", "darwin")
+    assert alloc.fast_malloc_env({"PATH": "/bin"}) is None
+
+
+@pytest.mark.parametrize("thp", [True, False])
+def test_the_command_env_carries_huge_pages_where_the_kernel_offers_them(monkeypatch, thp):
+    monkeypatch.setattr(alloc.sys, "platform", "linux")
+    monkeypatch.setattr(alloc, "mimalloc_library", lambda: None)
+    monkeypatch.setattr(alloc, "huge_pages_available", lambda: thp)
+    assert alloc.command_env({"PATH": "/bin"}).get("THP_MEM_ALLOC_ENABLE") == ("1" if thp else None)
+    assert alloc.command_env({"THP_MEM_ALLOC_ENABLE": "0"})["THP_MEM_ALLOC_ENABLE"] == "0"  # the user's own stands
+    assert alloc.command_env({"CNNLSTM_NO_MALLOC_TUNING": "1"}) is None
+
+
+def test_huge_pages_follow_the_kernel_setting(tmp_path, monkeypatch):
+    sysfs = tmp_path / "enabled"
+    monkeypatch.setattr(alloc, "THP_SYSFS", sysfs)
+    sysfs.write_text("always madvise [never]\n")
+    assert not alloc.huge_pages_available()
+    sysfs.write_text("always [madvise] never\n")
+    assert alloc.huge_pages_available() == sys.platform.startswith("linux")
+    sysfs.unlink()
+    assert not alloc.huge_pages_available()
+
+
+@pytest.mark.parametrize(("folder", "found"), [("lib", True), ("my env", False), ("a:b", False)])
+def test_mimalloc_library_is_only_a_path_ld_preload_can_take(tmp_path, monkeypatch, folder, found):
+    lib = tmp_path / folder / "libmimalloc.so"
+    lib.parent.mkdir()
+    lib.write_bytes(b"")
+
+    class Entry:
+        name = "libmimalloc.so"
+
+        def locate(self):
+            return lib
+
+    monkeypatch.setattr(importlib.metadata, "files", lambda dist: [Entry()])
+    assert alloc.mimalloc_library() == (str(lib) if found else None)

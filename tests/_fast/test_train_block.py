@@ -1,0 +1,169 @@
+"""The training plan's fused BatchNorm - ReLU - max-pool steps: outputs, gradients and statistics equal the plain
+chain's, and less is kept for backward."""
+
+import contextlib
+import copy
+
+import pytest
+import torch
+
+from cnnlstm import SmallCNN, TimeDistributed
+from cnnlstm._fast.plan import plan_for
+from cnnlstm.layers.time_distributed import freeze_batchnorm
+
+
+def _chain(cnn: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``cnn``'s modules one after the other, as plain ``nn.Sequential`` runs them."""
+    for m in cnn:
+        x = _chain(m, x) if isinstance(m, torch.nn.Sequential) else m(x)
+    return x
+
+
+def _block(c_out: int, pool: int = 2, **bn) -> torch.nn.Sequential:
+    """A seeded ``conv 3x3 - BatchNorm - ReLU - maxpool`` block on 3 channels."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, c_out, 3, padding=1),
+        torch.nn.BatchNorm2d(c_out, **bn),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(pool),
+    )
+
+
+def _fast(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return plan_for(block, x)(x)
+
+
+def _weighted_sum(out: torch.Tensor) -> torch.Tensor:
+    """A loss whose gradient differs at every output value (the same weights for the same shape)."""
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
+    return (out.float() * weights).sum()
+
+
+_BN_CASES = {
+    "momentum": dict(),
+    "cumulative": dict(momentum=None),
+    "no-affine": dict(affine=False),
+    "no-stats": dict(track_running_stats=False),
+}
+
+
+@pytest.mark.parametrize("size", [(9, 10), (240, 240)])  # (240, 240): chunks of 4 MiB, 3 frames of 4, one ragged
+@pytest.mark.parametrize(
+    ("case", "frozen"),
+    [(c, False) for c in _BN_CASES] + [(c, True) for c in _BN_CASES if c != "no-stats"],  # eval BN needs stats
+)
+def test_fused_training_block_equals_the_plain_chain(case, frozen, size):
+    block = _block(6, **_BN_CASES[case])
+    bn = block[1]
+    if bn.affine:
+        torch.nn.init.uniform_(bn.weight, -1.0, 1.0)  # negative scales too: pooling must still come after BatchNorm
+        torch.nn.init.uniform_(bn.bias, -0.5, 0.5)
+    if frozen:
+        freeze_batchnorm(block)
+    plain = copy.deepcopy(block)
+    # the plan runs channels_last frames; PyTorch's own channels_last kernels sum in another order than its NCHW
+    # ones (gradients apart by up to 2e-3 of the largest at 240x240), so the reference takes the same layout
+    x = torch.randn(4, 3, *size).contiguous(memory_format=torch.channels_last)
+    for _ in range(2):  # twice: the running statistics and the step count move as BatchNorm moves them
+        out, ref = _fast(block, x), _chain(plain, x)
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+        _weighted_sum(out).backward()
+        _weighted_sum(ref).backward()
+    # float32 BatchNorm backward in closed form sums in another order: equal to 1e-5 of the largest gradient
+    # (the conv bias's is 0 up to rounding under batch statistics, so its own scale is no yardstick)
+    scale = max(b.grad.abs().max().item() for b in plain.parameters() if b.grad is not None)
+    for (name, a), b in zip(block.named_parameters(), plain.parameters()):
+        if b.grad is None:
+            assert a.grad is None, name
+        else:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5 * scale, msg=name)
+    for (name, a), b in zip(block.named_buffers(), plain.buffers()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def _saved_bytes(run, x: torch.Tensor) -> tuple[int, set]:
+    """Bytes of the distinct storages autograd keeps for backward while ``run(x)`` runs, and their dtypes."""
+    seen: dict[int, int] = {}
+    dtypes: set = set()
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        dtypes.add(t.dtype)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run(x)
+    return sum(seen.values()), dtypes
+
+
+def _users_backbone() -> torch.nn.Sequential:
+    """A user's own ``nn.Sequential`` of the standard layers, flat, no cnnlstm class."""
+    torch.manual_seed(0)
+    layers, c_in = [], 3
+    for c in (8, 16):
+        layers += [torch.nn.Conv2d(c_in, c, 3, padding=1), torch.nn.BatchNorm2d(c)]
+        layers += [torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+        c_in = c
+    return torch.nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("make", [lambda: SmallCNN(channels=(8, 16)), _users_backbone], ids=["small", "users"])
+def test_fused_training_keeps_less_for_backward(make):
+    cnn = make().train()
+    x = torch.randn(4, 3, 32, 32)
+    fused, dtypes = _saved_bytes(lambda x: _fast(cnn, x), x)
+    assert torch.int64 not in dtypes  # no max-pool indices kept: backward recomputes them
+    plain, _ = _saved_bytes(lambda x: _chain(cnn, x), x)
+    # per block the plain chain also keeps BatchNorm's full-size output (ReLU and max-pool save it) and the
+    # int64 indices (half the bytes of the block's input)
+    assert fused < 0.6 * plain, (fused, plain)
+    through_td, _ = _saved_bytes(lambda x: TimeDistributed(cnn)(x[None]), x)
+    assert through_td == fused  # TimeDistributed takes the same plan
+
+
+def test_fused_training_block_under_bf16_autocast_equals_the_plain_chain():
+    block = _block(8)
+    plain = copy.deepcopy(block)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ref = _fast(block, x), _chain(plain, x)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    out.float().sum().backward()
+    ref.float().sum().backward()
+    torch.testing.assert_close(block[0].weight.grad, plain[0].weight.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(block[1].running_var, plain[1].running_var, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_fused_training_block_trains_a_bias_beside_a_frozen_weight(bf16):
+    block = _block(4)
+    block[1].weight.requires_grad_(False)
+    plain = copy.deepcopy(block)
+    x = torch.randn(3, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        out, ref = _fast(block, x), _chain(plain, x)
+    _weighted_sum(out).backward()
+    _weighted_sum(ref).backward()
+    assert block[1].weight.grad is None and block[1].bias.grad is not None
+    torch.testing.assert_close(block[1].bias.grad, plain[1].bias.grad, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_fused_training_block_output_can_be_changed_in_place(bf16):
+    block = _block(4)
+    plain = copy.deepcopy(block)
+    x = torch.randn(3, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        out, ref = _fast(block, x).mul_(2), _chain(plain, x).mul_(2)  # e.g. Dropout(inplace=True) after the block
+    out.float().sum().backward()
+    ref.float().sum().backward()
+    torch.testing.assert_close(block[0].weight.grad, plain[0].weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_training_block_keeps_batchnorms_errors_and_empty_batches():
+    block = _block(4, pool=1)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        _fast(block, torch.randn(1, 3, 1, 1))
+    assert _fast(block, torch.randn(0, 3, 8, 8)).shape == (0, 4, 8, 8)
