@@ -9,9 +9,13 @@ from click.testing import CliRunner
 
 import cnnlstm as cl
 from cnnlstm.anomaly import AnomalyStats, auroc, calibrate, next_step_errors, targets
+from cnnlstm.apps.anomaly import score_anomaly
 from cnnlstm.cli import main
 from cnnlstm.data.series import save_sequence
 from cnnlstm.data.synthetic import injected_anomaly_series, make_anomaly_videos
+from cnnlstm.errors import DataError
+from cnnlstm.run import Kind, RunFolder
+from cnnlstm.tasks.anomaly import anomaly_training, fit_anomaly
 
 
 def test_targets_shapes():
@@ -104,15 +108,10 @@ def test_series_planted_anomalies_score_higher_than_normal_steps(tmp_path):
     train = save_sequence(tmp_path / "train.csv", v[:q])
     test = save_sequence(tmp_path / "test.csv", v[q:], y[q:])
     run = tmp_path / "run"
-    fit = CliRunner().invoke(
-        main, ["anomaly", "fit", str(train), "--out", str(run), "--epochs", "15", "--window", "64"]
-    )
-    assert fit.exit_code == 0, fit.output
-    assert "threshold" in fit.output
-    res = CliRunner().invoke(main, ["anomaly", "score", str(run), str(test), "--json"])
-    assert res.exit_code == 0, res.output
-    r = json.loads(res.output)
-    assert r["auroc"] > 0.6
+    fit = fit_anomaly(train, run, anomaly_training(train, {"epochs": 15, "progress": False}), window=64)
+    assert fit.kind == Kind.SERIES_ANOMALY and fit.threshold == RunFolder(run).data_spec().anomaly.threshold
+    r = score_anomaly(run, test)
+    assert r["auroc"] > 0.6 and r["steps"] == len(v) - q
     z = np.array(json.loads((run / "scores" / "series_scores.json").read_text())["z"])
     spikes = np.flatnonzero(y[q:])[:1]  # the first anomaly is a spike
     assert z[spikes].min() > np.percentile(z[y[q:] == 0], 99)
@@ -121,6 +120,7 @@ def test_series_planted_anomalies_score_higher_than_normal_steps(tmp_path):
 
 @pytest.mark.slow
 def test_video_fit_and_score_through_the_cli(tmp_path):
+    """The commands' wiring, end to end: fit, score, and the table it prints."""
     data = make_anomaly_videos(tmp_path / "v", normal_train=10, normal_test=4, per_anomaly=1, size=(32, 32), frames=10)
     run = tmp_path / "run"
     fit = CliRunner().invoke(main, ["anomaly", "fit", str(data), "--out", str(run), "--epochs", "2", "--size", "32"])
@@ -129,6 +129,7 @@ def test_video_fit_and_score_through_the_cli(tmp_path):
     assert res.exit_code == 0, res.output
     lines = [ln for ln in res.output.splitlines() if ln.strip().endswith(".mp4")]
     assert len(lines) == 8  # 4 normal + one of each of the 4 anomaly kinds
+    assert res.output.splitlines()[0].split() == ["score", "flag", "path"]
     assert "AUROC" in res.output and (run / "scores" / "timelines.png").is_file()
     wrong = CliRunner().invoke(main, ["anomaly", "score", str(run.parent), str(data)])
     assert wrong.exit_code != 0
@@ -142,6 +143,6 @@ def test_scoring_with_a_classifier_run_is_a_clear_error(tmp_path):
     (tmp_path / "labels.json").write_text('["a", "b"]')
     (tmp_path / "data.json").write_text(
         json.dumps({"kind": "series", "source": "x", "features": 1, "mean": [0.0], "std": [1.0]})
-    )
-    res = CliRunner().invoke(main, ["anomaly", "score", str(tmp_path), "aeon:KDD-TSAD_135"])
-    assert res.exit_code != 0 and "not an anomaly run" in res.output
+    )  # a folder of format 1, before data.json had a number
+    with pytest.raises(DataError, match="is a series-classify run, not an anomaly run"):
+        score_anomaly(tmp_path, "aeon:KDD-TSAD_135")

@@ -1,4 +1,4 @@
-"""The `cnnlstm` command, through click's runner and as a real subprocess."""
+"""`cnnlstm doctor` through click's runner, and the console script as a real subprocess."""
 
 import subprocess
 import sys

@@ -1,0 +1,45 @@
+"""What tests of several folders share: tiny moving-digit videos and a tiny video run trained on them.
+
+Helpers reach the tests as fixtures: a ``from conftest import`` would be ambiguous (several test folders have
+their own ``conftest.py`` and none is a package).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cnnlstm.data.datasets import ClipSpec
+from cnnlstm.data.synthetic import make_moving_digits
+
+collect_ignore = ["conftest.py"]  # keep --doctest-modules from importing it beside the other conftest.py files
+
+# a tiny model: 2 conv blocks of 4 and 8 channels, a grid bridge, 4 frames of 24x24
+TINY_MODEL = {"backbone_options": {"channels": (4, 8)}, "bridge": "grid", "hidden_size": 8}
+TINY_SPEC = ClipSpec(clip_len=4, size=(24, 24))
+
+
+@pytest.fixture(scope="session")
+def tiny_videos(tmp_path_factory):
+    """8 classes x (3 train + 1 test) moving-digit videos, 32x32, 8-12 frames."""
+    root = tmp_path_factory.mktemp("videos")
+    return make_moving_digits(root, train_per_class=3, test_per_class=1, sizes=((32, 32),), lengths=(8, 12))
+
+
+@pytest.fixture(scope="session")
+def fit_tiny():
+    """``fit_tiny(data, out, **train_options)``: the tiny model trained by the library, one epoch unless told."""
+    from cnnlstm.tasks.classify import fit_videos
+    from cnnlstm.tasks.options import TrainOptions
+
+    def fit(data, out, **options):
+        opts = {"epochs": 1, "batch_size": 8, "workers": 0, "progress": False, **options}
+        return fit_videos(data, out, TINY_MODEL, TINY_SPEC, TrainOptions(**opts))
+
+    return fit
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_videos, fit_tiny, tmp_path_factory):
+    """A run folder of the tiny model on ``tiny_videos`` (train/test split folders), and its summary."""
+    out = tmp_path_factory.mktemp("run") / "r"
+    return out, fit_tiny(tiny_videos, out)
