@@ -134,8 +134,31 @@ def test_checkpoint_loading_refuses_pickled_code(tmp_path):
 
     path = tmp_path / "evil.ckpt"
     torch.save({"x": Evil()}, path)
-    with pytest.raises(Exception, match=r"[Ww]eights only"):
+    with pytest.raises(ConfigError, match=r"evil.ckpt cannot be loaded as a weights-only checkpoint \(it holds code"):
         AtomicCheckpointIO().load_checkpoint(path)
+    path.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ConfigError, match="or it is damaged"):
+        AtomicCheckpointIO().load_checkpoint(path)
+
+
+def test_resume_over_a_checkpoint_holding_code_is_one_clear_error(tiny_videos, tmp_path):
+    """As a user meets it: the command prints one line, no traceback, and runs nothing."""
+    from click.testing import CliRunner
+
+    from cnnlstm.cli import main
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    out = tmp_path / "r"
+    (out / "checkpoints").mkdir(parents=True)
+    torch.save({"x": Evil()}, out / "checkpoints" / "last.ckpt")
+    tiny = ["--backbone-channels", "4", "--hidden-size", "4", "--clip-len", "2", "--size", "16", "--workers", "0"]
+    result = CliRunner().invoke(main, ["train", str(tiny_videos), "--out", str(out), "--resume", *tiny])
+    assert result.exit_code == 1, result.output
+    assert "last.ckpt cannot be loaded as a weights-only checkpoint" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "pwned").exists()
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import torch
 
 from .._io import atomic_write
 from ..data.batch import SkipLog, batch_input
-from ..errors import require
+from ..errors import ConfigError, require
 from ..model import CNNLSTM
 from ..run import DataSpec, RunFolder, TrainSummary
 from .options import TrainOptions, lightning_precision
@@ -36,7 +36,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
     def load_checkpoint(self, path, map_location=None, weights_only=True) -> dict[str, Any]:
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        """The checkpoint's tensors and numbers; a file that would run code or is damaged is one ConfigError."""
+        try:
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        except Exception as e:  # pickle's, zipfile's and torch's own errors, whatever the damage
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"{path} cannot be loaded as a weights-only checkpoint (it holds code, or it is damaged: {reason}); "
+                "start the run again with --overwrite, or restore the file"
+            ) from None
 
 
 class TaskModule(L.LightningModule):
@@ -152,7 +160,7 @@ def fit_module(
     if not trainer.is_global_zero:
         return None
     best = ckpt.best_model_path if val_loader is not None and ckpt.best_model_path else ckpt.last_model_path
-    module.load_state_dict(torch.load(best or resume_from, map_location="cpu", weights_only=True)["state_dict"])
+    module.load_state_dict(AtomicCheckpointIO().load_checkpoint(best or resume_from)["state_dict"])
     return trainer.current_epoch, bool(ckpt.monitor and ckpt.best_model_score is not None)
 
 
