@@ -16,6 +16,17 @@ def test_import_pulls_no_optional_dependency():
     assert out.stdout.strip() == "", f"imported by `import cnnlstm`: {out.stdout.strip()}"
 
 
+def test_inference_apps_need_no_lightning():
+    apps = ["evaluate", "predict", "forecast", "anomaly", "stream", "plots", "demo"]
+    code = (
+        f"import sys, importlib; [importlib.import_module('cnnlstm.apps.' + a) for a in {apps!r}]; "
+        "import cnnlstm.run, cnnlstm.export; print(','.join(m for m in ('lightning', 'pytorch_lightning') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"Lightning imported by the inference apps: {out.stdout.strip()}"
+
+
 def test_public_names_are_exported():
     import cnnlstm
 
