@@ -18,7 +18,16 @@ import torch
 
 from .errors import ConfigError, ShapeError
 
-__all__ = ["Layout", "canonical", "canonical_shape", "kind", "permutation", "to_canonical"]
+__all__ = [
+    "Layout",
+    "canonical",
+    "canonical_shape",
+    "frame_layout",
+    "frame_to_canonical",
+    "kind",
+    "permutation",
+    "to_canonical",
+]
 
 
 class Layout(str, Enum):
@@ -73,7 +82,10 @@ def permutation(src: str | Layout, dst: str | Layout) -> tuple[int, ...]:
     >>> permutation("NTHWC", "NTCHW")
     (0, 1, 4, 2, 3)
     """
-    s, d = parse(src).value, parse(dst).value
+    return _order(parse(src).value, parse(dst).value)
+
+
+def _order(s: str, d: str) -> tuple[int, ...]:
     if sorted(s) != sorted(d):
         raise ConfigError(f"cannot permute {s} into {d}: they do not have the same axes")
     return tuple(s.index(axis) for axis in d)
@@ -125,3 +137,33 @@ def to_canonical(x: torch.Tensor, layout: str | Layout) -> torch.Tensor:
     if lay == canonical(lay):
         return x
     return x.permute(permutation(lay, canonical(lay)))
+
+
+def frame_layout(layout: str | Layout) -> str:
+    """The layout of one step of every sequence in a batch: ``layout`` without its ``T`` axis.
+
+    >>> frame_layout("NTHWC"), frame_layout("NCTHW"), frame_layout("NFT")
+    ('NHWC', 'NCHW', 'NF')
+    """
+    lay = parse(layout)
+    if "T" not in lay.value:
+        raise ConfigError(f"layout {lay.value} has no time axis, so it has no frames")
+    return lay.value.replace("T", "")
+
+
+def frame_to_canonical(frame: torch.Tensor, layout: str | Layout) -> torch.Tensor:
+    """Permute one step of every sequence from ``layout``'s frame layout into the canonical one's.
+
+    Args:
+        frame: ``(N, H, W, C)`` for ``NTHWC``, ``(N, C, H, W)`` for ``NTCHW``/``NCTHW``, ``(N, F)`` for series;
+            its rank is the caller's to check.
+        layout: the layout of the whole sequences.
+
+    Returns:
+        A view in ``NCHW`` (clips) or ``NF`` (series).
+
+    >>> frame_to_canonical(torch.zeros(2, 32, 32, 3), "NTHWC").shape
+    torch.Size([2, 3, 32, 32])
+    """
+    src, dst = frame_layout(layout), frame_layout(canonical(layout))
+    return frame if src == dst else frame.permute(_order(src, dst))
