@@ -219,3 +219,10 @@ def test_frame_to_canonical_moves_the_values():
 def test_layouts_without_time_have_no_frames():
     with pytest.raises(cnnlstm.ConfigError, match="NCHW has no time axis"):
         L.frame_layout("NCHW")
+
+
+@pytest.mark.parametrize(
+    ("layout", "axis"), [("NTCHW", 1), ("NTHWC", 1), ("NCTHW", 1), ("NCHW", 0), ("NHWC", 0), ("NTF", 1), ("NFT", 1)]
+)
+def test_channel_axis_is_where_c_or_f_sits_in_a_canonical_sample(layout, axis):
+    assert L.channel_axis(layout) == axis

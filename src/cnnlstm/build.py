@@ -307,7 +307,7 @@ def _check_input_shape(shape: Any, lay: L.Layout) -> tuple:
 def _backbone(config: CNNLSTMConfig, sample: tuple, given: nn.Module | None, weights: Any) -> nn.Module:
     """The backbone (time-distributed for clips) with the config's BatchNorm policy."""
     kind = L.kind(config.layout)
-    channels = sample[1] if kind in ("clip", "series") else sample[0]
+    channels = sample[L.channel_axis(config.layout)]
     options = {**config.backbone_options, **({"weights": weights} if weights is not None else {})}
     cnn = build_backbone(config.backbone if given is None else given, channels, **options)
     if config.bn == "frozen":

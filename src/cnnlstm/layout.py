@@ -22,6 +22,7 @@ __all__ = [
     "Layout",
     "canonical",
     "canonical_shape",
+    "channel_axis",
     "frame_layout",
     "frame_to_canonical",
     "kind",
@@ -113,6 +114,16 @@ def canonical_shape(shape: tuple, layout: str | Layout) -> tuple:
     if len(axes) < len(target):
         target = target[1:]
     return tuple(shape[axes.index(a)] for a in target)
+
+
+def channel_axis(layout: str | Layout) -> int:
+    """Where the channels (``F`` of a series) are in one sample's canonical shape, without ``N``.
+
+    >>> channel_axis("NTHWC"), channel_axis("NHWC"), channel_axis("NFT")
+    (1, 0, 1)
+    """
+    axes = canonical(layout).value[1:]
+    return axes.index("F" if "F" in axes else "C")
 
 
 def to_canonical(x: torch.Tensor, layout: str | Layout) -> torch.Tensor:

@@ -220,7 +220,7 @@ class CNNLSTM(nn.Module):
         x = L.to_canonical(x, self.layout)
         want = L.canonical_shape(self.config.input_shape, self.layout)
         got = tuple(x.shape[1:])
-        ch_axis = 1 if self.kind in ("clip", "series") else 0
+        ch_axis = L.channel_axis(self.layout)
         if got[ch_axis] != want[ch_axis]:
             raise ShapeError(self._channel_message(raw, want[ch_axis]))
         self.bridge.check_input(want, got)
