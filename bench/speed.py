@@ -115,14 +115,12 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
         }
     bf16 = impl.endswith("-bf16")  # the opt-in lower-precision path: bfloat16 autocast (Lightning's bf16-mixed)
     model = build("cnnlstm" if impl.startswith("cnnlstm") else impl)  # the -first/-cmd/-bf16 rows: how it runs
-    if bf16:
-        model.set_precision("bf16")
-    cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()  # the -bf16 rows
     x = torch.randn(batch, 16, 3, 112, 112)
     y = torch.zeros(batch, dtype=torch.long)
     if what == "infer":
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), cast:  # model.autocast("bf16") is this autocast
             times = timed(lambda: model(x), WARM_INFER, repeats)
     else:
         model.train()

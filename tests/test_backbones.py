@@ -147,6 +147,23 @@ def test_pooling_backbones_refuse_per_step_heads_and_streaming():
         m.stream()
 
 
+def test_time_stride_is_a_backbone_property():
+    from cnnlstm.backbones import time_stride
+
+    assert time_stride(Conv1dBackbone(3, channels=(4,), pool=4)) == 4
+    assert time_stride(Conv1dBackbone(3, channels=(4,))) == 1
+    assert time_stride(nn.Conv1d(3, 4, 1)) == 1  # a module that declares none keeps T
+
+    class Strided(nn.Module):  # any backbone that declares a stride is treated like conv1d's pool
+        time_stride = 2
+
+        def forward(self, x):
+            return x[:, ::2]
+
+    with pytest.raises(ConfigError, match="pools time by 2"):
+        CNNLSTM(Strided(), layout="NTF", input_shape=(None, 2), head="frames")
+
+
 def test_conv1d_dilations():
     net = Conv1dBackbone(3, channels=(4, 4, 4), kernel_size=3, dilated=True)
     assert [layer.conv.dilation for layer in net.layers] == [(1,), (2,), (4,)]

@@ -194,3 +194,35 @@ def test_wrong_ranks_are_only_ever_shape_errors(layout, data):
     if rank != len(layout) - 1:  # one axis fewer is a shape without N, which is valid
         with pytest.raises(cnnlstm.ShapeError):
             L.canonical_shape(shape, layout)
+
+
+# ----------------------------------------------------------------------------- frames: one step of a sequence
+
+
+@pytest.mark.parametrize(
+    ("layout", "frame"), [("NTCHW", "NCHW"), ("NCTHW", "NCHW"), ("NTHWC", "NHWC"), ("NTF", "NF"), ("NFT", "NF")]
+)
+def test_frame_layout_drops_the_time_axis(layout, frame):
+    assert L.frame_layout(layout) == frame
+
+
+def test_frame_to_canonical_moves_the_values():
+    x = torch.randn(2, 5, 6, 3)  # (N, H, W, C)
+    y = L.frame_to_canonical(x, "NTHWC")
+    assert y.shape == (2, 3, 5, 6) and torch.equal(y[1, 2, 4, 5], x[1, 4, 5, 2])
+    z = torch.randn(2, 3, 5, 6)
+    assert L.frame_to_canonical(z, "NCTHW") is z
+    f = torch.randn(2, 4)
+    assert L.frame_to_canonical(f, "NFT") is f
+
+
+def test_layouts_without_time_have_no_frames():
+    with pytest.raises(cnnlstm.ConfigError, match="NCHW has no time axis"):
+        L.frame_layout("NCHW")
+
+
+@pytest.mark.parametrize(
+    ("layout", "axis"), [("NTCHW", 1), ("NTHWC", 1), ("NCTHW", 1), ("NCHW", 0), ("NHWC", 0), ("NTF", 1), ("NFT", 1)]
+)
+def test_channel_axis_is_where_c_or_f_sits_in_a_canonical_sample(layout, axis):
+    assert L.channel_axis(layout) == axis

@@ -214,25 +214,6 @@ def test_frames_too_small_for_the_backbone_raise_shape_error_in_nhwc():
         model(torch.zeros(2, 1, 1, 3))
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"input_shape": (2, 4, 3, 32, 32)}, ShapeError, "without N"),
-        ({"input_shape": (4, None, 32, 32)}, ShapeError, "only T may be None"),
-        ({"input_shape": (4, 3, 0, 32)}, ShapeError, "positive int"),
-        ({"layout": "XYZ"}, ConfigError, "unknown layout"),
-        ({"bn": "sometimes"}, ConfigError, "BatchNorm policy"),
-        ({"bridge": "spatial"}, ConfigError, "bridge='gap'"),
-        ({"head": "nope"}, ConfigError, "unknown head"),
-        ({"backbone": "nope"}, ConfigError, "unknown backbone"),
-        ({"input_shape": (4, 3, 1, 1)}, ShapeError, "cannot take input_shape"),
-    ],
-)
-def test_bad_construction(kwargs, error, match):
-    with pytest.raises(error, match=match):
-        _model(**kwargs)
-
-
 # ----------------------------------------------------------------------------- config
 
 

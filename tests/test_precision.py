@@ -1,10 +1,13 @@
-"""The opt-in bfloat16 inference path: close to float32, float32 out, training untouched, streaming agrees."""
+"""The opt-in bfloat16 inference path, chosen where inference runs (``with model.autocast("bf16"):``): close to
+float32, float32 out, nothing stored in the model, streaming agrees; the deprecated ``set_precision`` still works."""
 
 import pytest
 import torch
 
 from cnnlstm import CNNLSTM
 from cnnlstm.errors import ConfigError
+
+pytestmark = pytest.mark.filterwarnings("ignore:this CPU has no native bfloat16")
 
 
 def _model(**kw):
@@ -14,40 +17,72 @@ def _model(**kw):
     )
 
 
-@pytest.mark.filterwarnings("ignore:this CPU has no native bfloat16")
 def test_bf16_inference_is_close_to_float32_and_returns_float32():
     m = _model(head="frames").eval()
     x = torch.randn(2, 6, 3, 32, 32)
     with torch.inference_mode():
         ref = m(x)
-        got = m.set_precision("bf16")(x)
+        with m.autocast("bf16"):
+            got = m(x)
     assert got.dtype == torch.float32
     err = (got - ref).abs().max().item()
     assert 0 < err < 0.05 * ref.abs().max().item()  # bf16 rounding shows, but only as rounding
 
 
-@pytest.mark.filterwarnings("ignore:this CPU has no native bfloat16")
-def test_bf16_leaves_training_in_float32():
+def test_bf16_is_not_stored_in_the_model_so_training_stays_float32():
     m = _model()
     x = torch.randn(2, 4, 3, 32, 32)
     m.train()
     ref = m(x)
-    m.set_precision("bf16")
-    assert torch.equal(m(x), ref)  # autocast applies at inference only
+    with torch.inference_mode(), m.eval().autocast("bf16"):
+        m(x)
+    m.train()
+    assert torch.equal(m(x), ref)  # the choice left with the with block
+    assert not hasattr(m, "precision")
 
 
-@pytest.mark.filterwarnings("ignore:this CPU has no native bfloat16")
-def test_bf16_streaming_matches_the_bf16_forward_and_keeps_a_float32_state():
-    m = _model(head="frames").eval().set_precision("bf16")
-    x = torch.randn(2, 6, 3, 32, 32)
+def test_32_turns_an_outer_autocast_off():
+    m = _model().eval()
+    x = torch.randn(2, 4, 3, 32, 32)
     with torch.inference_mode():
-        whole = m(x)
+        ref = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16), m.autocast("32"):
+            got = m(x)
+    assert torch.equal(got, ref)
+
+
+def test_bf16_streaming_matches_the_bf16_forward_and_keeps_a_float32_state():
+    m = _model(head="frames").eval()
+    x = torch.randn(2, 6, 3, 32, 32)
+    with torch.inference_mode(), m.autocast("bf16"):
+        ref = m(x)
         s = m.stream()
         steps = torch.stack([s.step(x[:, t]) for t in range(6)], 1)
+    with torch.inference_mode():
+        f32 = m(x)
     assert steps.dtype == torch.float32 and all(h.dtype == torch.float32 for h in s.state)
-    assert (steps - whole).abs().max().item() < 0.05 * whole.abs().max().item()
+    assert (steps - ref).abs().max().item() < 0.05 * ref.abs().max().item()
+    assert (steps - f32).abs().max().item() > 0  # the stream did run in bfloat16
 
 
 def test_unknown_precision_is_a_clear_error():
     with pytest.raises(ConfigError, match="expected one of 32, bf16"):
-        _model().set_precision("fp8")
+        _model().autocast("fp8")
+
+
+def test_deprecated_set_precision_still_infers_in_bf16_and_leaves_training_alone():
+    m = _model().eval()
+    x = torch.randn(2, 4, 3, 32, 32)
+    with torch.inference_mode():
+        ref = m(x)
+        with pytest.warns(DeprecationWarning, match=r"model\.autocast"):
+            m.set_precision("bf16")
+        got = m(x)
+        with m.autocast("32"):  # the call site's choice wins
+            assert torch.equal(m(x), ref)
+    assert got.dtype == torch.float32 and 0 < (got - ref).abs().max().item() < 0.05 * ref.abs().max().item()
+    m.train()
+    train_ref = _model().train()(x)
+    assert torch.equal(m(x), train_ref)  # at inference only, as before
+    with pytest.raises(ConfigError, match="expected one of 32, bf16"), pytest.warns(DeprecationWarning):
+        m.set_precision("fp8")

@@ -1,5 +1,6 @@
 """Streaming: ``model.stream()`` equals the full forward step by step; reset, state, refusals; ``cnnlstm stream``."""
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -13,7 +14,7 @@ from torch import nn
 import cnnlstm as cl
 from cnnlstm.apps.stream import stream_video
 from cnnlstm.cli import main
-from cnnlstm.streaming import Streamer, check_streamable
+from cnnlstm.streaming import StepGraph, Streamer, check_streamable
 
 CLIP_BRIDGES = ("gap", "gmp", "grid", "flatten", "attention")
 TINY = {"hidden_size": 16, "num_classes": 4, "backbone_options": {"channels": (8, 16)}}
@@ -127,6 +128,28 @@ def test_causal_series_model_streams_like_the_full_forward(layout, head):
 def test_non_causal_series_model_refuses_to_stream():
     with pytest.raises(cl.ConfigError, match=r"causal'?: True"):
         _series_model(causal=False).stream()
+
+
+def test_the_streamer_runs_the_exported_step_graph():
+    model = _clip_model(bridge="grid", rnn="gru")
+    s = model.stream()
+    assert isinstance(s.graph, StepGraph)
+    assert importlib.import_module("cnnlstm.export").StepGraph is StepGraph  # what the exporters trace
+    calls = []
+    real = s.graph.step
+    s.graph.step = lambda *a, **k: calls.append(a[0].shape) or real(*a, **k)
+    frame = torch.randn(2, 3, 32, 32)
+    got = s.step(frame)
+    assert calls == [(2, 3, 32, 32)]  # one step, through the graph's step
+    logits, h = StepGraph(model)(frame, torch.zeros(1, 2, 16))  # the exported function, from a zero state
+    torch.testing.assert_close(got, logits, rtol=0, atol=0)
+    torch.testing.assert_close(s.state[0], h, rtol=0, atol=0)
+
+
+def test_step_graph_forward_refuses_a_backbone_that_carries_caches():
+    graph = StepGraph(_series_model())
+    with pytest.raises(cl.ConfigError, match=r"use step\(\)"):
+        graph(torch.randn(2, 3), torch.zeros(1, 2, 16), torch.zeros(1, 2, 16))
 
 
 # ---------------------------------------------------------------------- reset and state

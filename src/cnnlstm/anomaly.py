@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import require
+from .lengths import valid_mask
 from .model import CNNLSTM
 
 __all__ = ["AnomalyStats", "auroc", "calibrate", "mean_change", "next_step_errors", "targets"]
@@ -89,7 +90,7 @@ def next_step_errors(
         err = err / (p.pow(2).mean(-1) + want.pow(2).mean(-1) + relative)
     err = F.pad(err, (h, 0))  # (N, T)
     if lengths is not None:
-        err = err * (torch.arange(err.shape[1], device=err.device) < lengths.to(err.device).unsqueeze(1))
+        err = err * valid_mask(lengths.to(err.device), err.shape[1])  # padded steps: 0
     return err
 
 

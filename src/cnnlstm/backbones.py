@@ -23,7 +23,15 @@ from ._registry import Registry
 from .errors import ConfigError, ShapeError, require
 from .lengths import valid_mask
 
-__all__ = ["BACKBONES", "Conv1dBackbone", "SmallCNN", "build_backbone", "load_weights", "register_backbone"]
+__all__ = [
+    "BACKBONES",
+    "Conv1dBackbone",
+    "SmallCNN",
+    "build_backbone",
+    "load_weights",
+    "register_backbone",
+    "time_stride",
+]
 
 BACKBONES: Registry = Registry("backbone")
 register_backbone = BACKBONES.register
@@ -183,6 +191,15 @@ class Conv1dBackbone(nn.Module):
             if valid is not None:  # windows wholly past a series' end: zero, not -inf
                 y = y.masked_fill(torch.isinf(y), 0.0)
         return y.transpose(1, 2)  # (N, T', F')
+
+
+def time_stride(backbone: nn.Module) -> int:
+    """Input steps per output step of a backbone: its declared ``time_stride`` (conv1d's ``pool``), else 1.
+
+    The model reads it to rescale lengths (:func:`cnnlstm.lengths.pooled_lengths`), the builder to refuse a
+    per-step head, and the streamer to refuse to stream.
+    """
+    return int(getattr(backbone, "time_stride", 1))
 
 
 def load_weights(module: nn.Module, path: str | Path) -> None:

@@ -1,5 +1,11 @@
-"""Named model presets: the keyword arguments of :class:`~cnnlstm.CNNLSTM` that each task starts from, and the
-options a user gives on top of them (:class:`ModelOptions`, the command line's model options).
+"""The builder of :class:`~cnnlstm.CNNLSTM`'s parts, and the named model presets.
+
+:func:`build_cnnlstm` turns a model's names and numbers (``backbone="small"``, ``bridge="gap"``, ...) into
+built parts, with every check; :func:`build_parts` does the same from a :class:`CNNLSTMConfig`. The model's
+own code works on the parts it receives.
+
+The presets are the keyword arguments of :class:`~cnnlstm.CNNLSTM` that each task starts from, and
+:class:`ModelOptions` the options a user gives on top of them (the command line's model options).
 
 ``input_shape``, ``layout``, ``num_classes`` and task heads come from the data when a run trains; a
 preset holds only the choices of architecture. Options given by a user replace a preset's keys
@@ -18,9 +24,19 @@ import logging
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .errors import ConfigError
+import torch
+from torch import nn
 
-__all__ = ["PRESETS", "ModelOptions", "model_kwargs", "preset"]
+from . import layout as L
+from .backbones import build_backbone, time_stride
+from .config import CNNLSTMConfig
+from .errors import ConfigError, ShapeError
+from .layers.bridges import BRIDGES, Bridge, bridge
+from .layers.temporal import Head, Temporal, head
+from .layers.time_distributed import BN_POLICIES, TimeDistributed, freeze_batchnorm
+from .shapes import format_shape, infer
+
+__all__ = ["PRESETS", "ModelOptions", "Parts", "build_cnnlstm", "build_parts", "model_kwargs", "preset"]
 
 log = logging.getLogger("cnnlstm")
 
@@ -133,3 +149,192 @@ def model_kwargs(name: str, options: ModelOptions | None = None) -> dict[str, An
     if "grid_k" in given and kw.get("bridge", "gap") == "grid":
         kw["bridge_options"] = {"k": given["grid_k"]}
     return kw
+
+
+# ----------------------------------------------------------------------------- the builder
+
+_DEFAULT_BRIDGE = {"clip": "gap", "image": "spatial", "series": "none"}
+_DEFAULT_BACKBONE = {"clip": "small", "image": "small", "series": "conv1d"}
+
+
+@dataclass
+class Parts:
+    """A :class:`~cnnlstm.CNNLSTM`'s built parts, in the order data flows through them.
+
+    Attributes:
+        config: the config that rebuilds them (names, options, shapes).
+        backbone: the CNN; a :class:`TimeDistributed` for clips.
+        bridge: from the backbone's feature maps to a sequence ``(N, T', F)``.
+        rnn: the LSTM/GRU over the sequence.
+        head: from the RNN's states to outputs.
+        feature_shape: one sample's backbone output, e.g. ``(T, C', H', W')`` (from a dry run on meta).
+    """
+
+    config: CNNLSTMConfig
+    backbone: nn.Module
+    bridge: Bridge
+    rnn: Temporal
+    head: Head
+    feature_shape: tuple
+
+
+def build_cnnlstm(backbone: str | nn.Module | None = None, bridge: str | Bridge | None = None, **options) -> Parts:
+    """The parts :class:`~cnnlstm.CNNLSTM` is made of, from the same arguments (names or modules).
+
+    Args:
+        backbone, bridge: names, or built modules (recorded as ``"custom"`` unless a registered bridge).
+        options: the other :class:`CNNLSTMConfig` fields; ``backbone_options={"weights": path}`` loads local
+            weights (not saved in the config) and makes the BatchNorm policy ``"frozen"`` unless ``bn`` is given.
+
+    >>> parts = build_cnnlstm("small", "grid", input_shape=(8, 3, 32, 32), backbone_options={"channels": (8,)})
+    >>> parts.feature_shape, parts.rnn.input_size
+    ((8, 8, 16, 16), 32)
+    """
+    config, weights = _config(backbone, bridge, **options)
+    return build_parts(
+        config,
+        backbone=backbone if isinstance(backbone, nn.Module) else None,
+        bridge=bridge if isinstance(bridge, Bridge) else None,
+        weights=weights,
+    )
+
+
+def build_parts(
+    config: CNNLSTMConfig, *, backbone: nn.Module | None = None, bridge: Bridge | None = None, weights: Any = None
+) -> Parts:
+    """Build a model's parts from its config: the backbone, a dry run for its feature shape, the bridge for
+    that shape, the RNN for the bridge's ``F``, the head for the RNN.
+
+    Args:
+        config: a complete config (:func:`build_cnnlstm` fills in the defaults by layout).
+        backbone, bridge: modules to use instead of building the config's names (needed where the config says
+            ``"custom"``).
+        weights: a local weights file for the backbone.
+    """
+    for part, given in (("backbone", backbone), ("bridge", bridge)):
+        if getattr(config, part) == "custom" and given is None:
+            raise ConfigError(
+                f"this model was built with a custom {part} module, which a config cannot rebuild: "
+                f"pass it again, e.g. CNNLSTM.from_pretrained(dir, {part}=my_{part})"
+            )
+    lay = L.parse(config.layout)
+    sample = L.canonical_shape(config.input_shape, lay)  # (T, C, H, W) | (C, H, W) | (T, F)
+    cnn = _backbone(config, sample, backbone, weights)
+    feats = _feature_shape(cnn, config, sample)  # (1, *one sample's backbone output)
+    b = _bridge(config, feats, bridge)
+    f = b.output_shape(feats)[-1]  # F: the RNN's input size, never typed by hand
+    rnn = Temporal(f, config.hidden_size, config.rnn, config.num_layers, config.bidirectional, config.dropout)
+    out = head(config.head, rnn, config.num_classes, **config.head_options)
+    if out.per_step and time_stride(cnn) > 1:
+        raise ConfigError(
+            f"head={config.head!r} gives one output per step, but the backbone pools time by {time_stride(cnn)}: "
+            "use backbone_options={'pool': 1}, or a head over the whole sequence (last, mean, attention)"
+        )
+    return Parts(config, cnn, b, rnn, out, feats[1:])
+
+
+def _config(
+    backbone: Any,
+    bridge: Any,
+    *,
+    layout: str = CNNLSTMConfig.layout,
+    input_shape: tuple = CNNLSTMConfig.input_shape,
+    bn: str | None = None,
+    backbone_options: dict[str, Any] | None = None,
+    bridge_options: dict[str, Any] | None = None,
+    head_options: dict[str, Any] | None = None,
+    **fields: Any,
+) -> tuple[CNNLSTMConfig, Any]:
+    """The config the arguments describe, defaults by layout filled in and checked; the backbone weights."""
+    lay = L.parse(layout)
+    kind = L.kind(lay)
+    input_shape = _check_input_shape(input_shape, lay)
+    backbone_options = dict(backbone_options or {})
+    weights = backbone_options.pop("weights", None)  # loaded into the backbone, never saved in the config
+    if bn is None:
+        bn = "frozen" if weights is not None else "train"
+    if bn not in BN_POLICIES:
+        raise ConfigError(f"unknown BatchNorm policy bn={bn!r}: expected one of {', '.join(BN_POLICIES)}")
+    if backbone is None:
+        backbone = _DEFAULT_BACKBONE[kind]
+    bridge = _DEFAULT_BRIDGE[kind] if bridge is None else bridge
+    if not isinstance(bridge, str):
+        bridge, bridge_options = _bridge_record(bridge)
+    config = CNNLSTMConfig(
+        backbone="custom" if isinstance(backbone, nn.Module) else backbone,
+        backbone_options=backbone_options,
+        bridge=bridge,
+        bridge_options=dict(bridge_options or {}),
+        head_options=dict(head_options or {}),
+        input_shape=input_shape,
+        layout=lay.value,
+        bn=bn,
+        **fields,
+    )
+    return config, weights
+
+
+def _bridge_record(b: Bridge) -> tuple[str, dict[str, Any]]:
+    """A bridge module's registered name and options, or ``"custom"`` when a config cannot rebuild it."""
+    if b.name in BRIDGES and BRIDGES.get(b.name) is type(b):
+        return b.name, b.options()
+    return "custom", {}
+
+
+def _check_input_shape(shape: Any, lay: L.Layout) -> tuple:
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise ConfigError(f"input_shape must be a tuple like (16, 3, 112, 112), got {shape!r}") from None
+    want = len(lay.value) - 1
+    if len(shape) != want:
+        axes = ", ".join(lay.value[1:])
+        hint = " (one sample's shape, without N)" if len(shape) == want + 1 else ""
+        raise ShapeError(f"input_shape for layout {lay.value} is ({axes}){hint}, got {shape}")
+    canon = L.canonical_shape(shape, lay)
+    may_vary = {0} if L.kind(lay) in ("clip", "series") else set()
+    for i, s in enumerate(canon):
+        if s is None and i in may_vary:
+            continue
+        if not isinstance(s, int) or isinstance(s, bool) or s < 1:
+            axes = L.canonical(lay).value[1:]
+            raise ShapeError(
+                f"input_shape {shape}: {axes[i]} must be a positive int" + (" (only T may be None)" if may_vary else "")
+            )
+    return shape
+
+
+def _backbone(config: CNNLSTMConfig, sample: tuple, given: nn.Module | None, weights: Any) -> nn.Module:
+    """The backbone (time-distributed for clips) with the config's BatchNorm policy."""
+    kind = L.kind(config.layout)
+    channels = sample[L.channel_axis(config.layout)]
+    options = {**config.backbone_options, **({"weights": weights} if weights is not None else {})}
+    cnn = build_backbone(config.backbone if given is None else given, channels, **options)
+    if config.bn == "frozen":
+        freeze_batchnorm(cnn)
+    return TimeDistributed(cnn, bn=config.bn, chunk_size=config.chunk_size) if kind == "clip" else cnn
+
+
+def _feature_shape(backbone: nn.Module, config: CNNLSTMConfig, sample: tuple) -> tuple:
+    """The backbone's output for one sample (N=1; T=None stays None), by a dry run on meta."""
+    try:
+        feats = infer(backbone, (1, *sample))
+    except ShapeError as e:
+        raise ShapeError(
+            f"backbone {config.backbone!r} cannot take input_shape {config.input_shape} (layout {config.layout}): {e}"
+        ) from None
+    if not isinstance(feats, (torch.Size, tuple)) or not all(isinstance(s, int) or s is None for s in feats):
+        raise ConfigError(f"backbone {config.backbone!r} must return one tensor, got shapes {feats}")
+    return tuple(feats)
+
+
+def _bridge(config: CNNLSTMConfig, feats: tuple, given: Bridge | None) -> Bridge:
+    """The bridge for feature maps of shape ``feats``, checked to take their axes."""
+    in_axes = (given or BRIDGES.get(config.bridge)).in_axes
+    if len(feats) != len(in_axes):
+        kind = L.kind(config.layout)
+        raise ConfigError(
+            f"bridge {config.bridge!r} takes ({', '.join(in_axes)}) but the {kind} backbone gives "
+            f"{format_shape(feats)}; for a {kind} use bridge={_DEFAULT_BRIDGE[kind]!r}"
+        )
+    return given if given is not None else bridge(config.bridge, feature_shape=feats, **config.bridge_options)

@@ -18,7 +18,17 @@ import torch
 
 from .errors import ConfigError, ShapeError
 
-__all__ = ["Layout", "canonical", "canonical_shape", "kind", "permutation", "to_canonical"]
+__all__ = [
+    "Layout",
+    "canonical",
+    "canonical_shape",
+    "channel_axis",
+    "frame_layout",
+    "frame_to_canonical",
+    "kind",
+    "permutation",
+    "to_canonical",
+]
 
 
 class Layout(str, Enum):
@@ -73,7 +83,10 @@ def permutation(src: str | Layout, dst: str | Layout) -> tuple[int, ...]:
     >>> permutation("NTHWC", "NTCHW")
     (0, 1, 4, 2, 3)
     """
-    s, d = parse(src).value, parse(dst).value
+    return _order(parse(src).value, parse(dst).value)
+
+
+def _order(s: str, d: str) -> tuple[int, ...]:
     if sorted(s) != sorted(d):
         raise ConfigError(f"cannot permute {s} into {d}: they do not have the same axes")
     return tuple(s.index(axis) for axis in d)
@@ -103,6 +116,16 @@ def canonical_shape(shape: tuple, layout: str | Layout) -> tuple:
     return tuple(shape[axes.index(a)] for a in target)
 
 
+def channel_axis(layout: str | Layout) -> int:
+    """Where the channels (``F`` of a series) are in one sample's canonical shape, without ``N``.
+
+    >>> channel_axis("NTHWC"), channel_axis("NHWC"), channel_axis("NFT")
+    (1, 0, 1)
+    """
+    axes = canonical(layout).value[1:]
+    return axes.index("F" if "F" in axes else "C")
+
+
 def to_canonical(x: torch.Tensor, layout: str | Layout) -> torch.Tensor:
     """Permute a batch from ``layout`` into its canonical layout, checking the rank.
 
@@ -125,3 +148,33 @@ def to_canonical(x: torch.Tensor, layout: str | Layout) -> torch.Tensor:
     if lay == canonical(lay):
         return x
     return x.permute(permutation(lay, canonical(lay)))
+
+
+def frame_layout(layout: str | Layout) -> str:
+    """The layout of one step of every sequence in a batch: ``layout`` without its ``T`` axis.
+
+    >>> frame_layout("NTHWC"), frame_layout("NCTHW"), frame_layout("NFT")
+    ('NHWC', 'NCHW', 'NF')
+    """
+    lay = parse(layout)
+    if "T" not in lay.value:
+        raise ConfigError(f"layout {lay.value} has no time axis, so it has no frames")
+    return lay.value.replace("T", "")
+
+
+def frame_to_canonical(frame: torch.Tensor, layout: str | Layout) -> torch.Tensor:
+    """Permute one step of every sequence from ``layout``'s frame layout into the canonical one's.
+
+    Args:
+        frame: ``(N, H, W, C)`` for ``NTHWC``, ``(N, C, H, W)`` for ``NTCHW``/``NCTHW``, ``(N, F)`` for series;
+            its rank is the caller's to check.
+        layout: the layout of the whole sequences.
+
+    Returns:
+        A view in ``NCHW`` (clips) or ``NF`` (series).
+
+    >>> frame_to_canonical(torch.zeros(2, 32, 32, 3), "NTHWC").shape
+    torch.Size([2, 3, 32, 32])
+    """
+    src, dst = frame_layout(layout), frame_layout(canonical(layout))
+    return frame if src == dst else frame.permute(_order(src, dst))

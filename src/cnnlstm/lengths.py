@@ -6,7 +6,7 @@ import torch
 
 from .errors import ShapeError
 
-__all__ = ["check_lengths", "valid_mask"]
+__all__ = ["check_lengths", "pooled_lengths", "valid_mask"]
 
 
 def valid_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
@@ -21,6 +21,19 @@ def valid_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
             [ True,  True,  True]])
     """
     return torch.arange(steps, device=lengths.device) < lengths.unsqueeze(1)  # (N, T)
+
+
+def pooled_lengths(lengths: torch.Tensor | None, stride: int) -> torch.Tensor | None:
+    """Valid steps after a layer that pools time by ``stride``: ``ceil(lengths / stride)`` (None stays None).
+
+    Output step ``i`` covers input steps ``[i * stride, (i + 1) * stride)``, so it is valid when any of them is.
+
+    >>> pooled_lengths(torch.tensor([1, 4, 5]), 4)
+    tensor([1, 1, 2])
+    """
+    if lengths is None or stride == 1:
+        return lengths
+    return torch.div(lengths + stride - 1, stride, rounding_mode="floor")
 
 
 def check_lengths(lengths: torch.Tensor | None, batch: int, steps: int, owner: str) -> torch.Tensor | None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import inspect
-import json
+import contextvars
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +14,20 @@ from torch import nn
 
 from . import layout as L
 from ._io import atomic_write
-from .backbones import build_backbone
+from .backbones import time_stride
+from .build import build_cnnlstm
+from .config import CNNLSTMConfig
 from .errors import ConfigError, ShapeError
-from .layers.bridges import BRIDGES, Bridge
-from .layers.bridges import bridge as make_bridge
-from .layers.temporal import Temporal
-from .layers.temporal import head as make_head
-from .layers.time_distributed import BN_POLICIES, TimeDistributed, freeze_batchnorm
-from .lengths import check_lengths
+from .layers.bridges import Bridge
+from .layers.time_distributed import freeze_batchnorm
+from .lengths import check_lengths, pooled_lengths
 from .shapes import format_shape as _fmt
-from .shapes import infer, shape_guard
+from .shapes import shape_guard
+from .shapes.rules import takes_lengths
 
-__all__ = ["CNNLSTM", "PRECISIONS", "CNNLSTMConfig", "bf16_supported"]
+__all__ = ["CNNLSTM", "PRECISIONS", "CNNLSTMConfig", "bf16_supported", "check_precision"]
 
-PRECISIONS = ("32", "bf16")
+PRECISIONS = ("32", "bf16")  # inference: float32, or bfloat16 autocast (training's words, cnnlstm.tasks, add "16")
 
 
 def bf16_supported() -> bool:
@@ -40,76 +38,25 @@ def bf16_supported() -> bool:
         return False
 
 
-_DEFAULT_BRIDGE = {"clip": "gap", "image": "spatial", "series": "none"}
-_DEFAULT_BACKBONE = {"clip": "small", "image": "small", "series": "conv1d"}
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a :class:`ConfigError` that lists them."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    return precision
 
 
-@dataclass
-class CNNLSTMConfig:
-    """Everything needed to rebuild a :class:`CNNLSTM`; saved as ``config.json`` beside the weights."""
-
-    backbone: str | None = None
-    backbone_options: dict[str, Any] = field(default_factory=dict)
-    bridge: str | None = None
-    bridge_options: dict[str, Any] = field(default_factory=dict)
-    rnn: str = "lstm"
-    hidden_size: int = 256
-    num_layers: int = 1
-    bidirectional: bool = False
-    dropout: float = 0.0
-    head: str = "last"
-    head_options: dict[str, Any] = field(default_factory=dict)
-    num_classes: int = 10
-    input_shape: tuple = (16, 3, 112, 112)
-    layout: str = "NTCHW"
-    bn: str | None = None
-    chunk_size: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["input_shape"] = list(self.input_shape)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CNNLSTMConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown CNNLSTM config keys {unknown}: expected some of {sorted(known)}")
-        d = dict(d)
-        if "input_shape" in d:
-            d["input_shape"] = tuple(d["input_shape"])
-        return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> CNNLSTMConfig:
-        return cls.from_dict(json.loads(text))
+# the precision the innermost `with model.autocast(...)` chose, which wins over set_precision's (deprecated) choice
+_CHOSEN: contextvars.ContextVar[str | None] = contextvars.ContextVar("cnnlstm_precision", default=None)
 
 
-def _check_input_shape(shape: Any, lay: L.Layout) -> tuple:
+@contextlib.contextmanager
+def _autocast(precision: str, device_type: str) -> Iterator[None]:
+    token = _CHOSEN.set(precision)
     try:
-        shape = tuple(shape)
-    except TypeError:
-        raise ConfigError(f"input_shape must be a tuple like (16, 3, 112, 112), got {shape!r}") from None
-    want = len(lay.value) - 1
-    if len(shape) != want:
-        axes = ", ".join(lay.value[1:])
-        hint = " (one sample's shape, without N)" if len(shape) == want + 1 else ""
-        raise ShapeError(f"input_shape for layout {lay.value} is ({axes}){hint}, got {shape}")
-    canon = L.canonical_shape(shape, lay)
-    may_vary = {0} if L.kind(lay) in ("clip", "series") else set()
-    for i, s in enumerate(canon):
-        if s is None and i in may_vary:
-            continue
-        if not isinstance(s, int) or isinstance(s, bool) or s < 1:
-            axes = L.canonical(lay).value[1:]
-            raise ShapeError(
-                f"input_shape {shape}: {axes[i]} must be a positive int" + (" (only T may be None)" if may_vary else "")
-            )
-    return shape
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            yield
+    finally:
+        _CHOSEN.reset(token)
 
 
 class CNNLSTM(nn.Module):
@@ -138,6 +85,10 @@ class CNNLSTM(nn.Module):
         x: ``(N, *input_shape)`` in ``layout``; lengths: optional ``(N,)`` valid steps of a
         padded batch. Returns logits ``(N, classes)``, or ``(N, T, classes)`` for ``head="frames"``.
 
+    The arguments go through :func:`cnnlstm.build.build_cnnlstm`, which turns them into the parts
+    (``backbone``, ``bridge``, ``rnn``, ``head``) this class runs. Inference in bfloat16 is chosen where
+    it runs: ``with model.autocast("bf16"):``.
+
     >>> m = CNNLSTM(input_shape=(8, 3, 32, 32), hidden_size=32, num_classes=5, backbone_options={"channels": (8, 16)})
     >>> m(torch.zeros(2, 8, 3, 32, 32)).shape
     torch.Size([2, 5])
@@ -164,107 +115,91 @@ class CNNLSTM(nn.Module):
         head_options: dict[str, Any] | None = None,
     ):
         super().__init__()
-        lay = L.parse(layout)
-        kind = L.kind(lay)
-        input_shape = _check_input_shape(input_shape, lay)
-        backbone = _DEFAULT_BACKBONE[kind] if backbone is None else backbone
-        bridge = _DEFAULT_BRIDGE[kind] if bridge is None else bridge
-        backbone_options = dict(backbone_options or {})
-        if bn is None:
-            bn = "frozen" if backbone_options.get("weights") is not None else "train"
-        if bn not in BN_POLICIES:
-            raise ConfigError(f"unknown BatchNorm policy bn={bn!r}: expected one of {', '.join(BN_POLICIES)}")
-        self.config = CNNLSTMConfig(
-            backbone=backbone if isinstance(backbone, str) else "custom",
-            backbone_options={k: v for k, v in backbone_options.items() if k != "weights"},
-            bridge=bridge if isinstance(bridge, str) else _bridge_name(bridge),
-            bridge_options=dict(bridge_options or {}) if isinstance(bridge, str) else _bridge_options(bridge),
+        parts = build_cnnlstm(  # names and numbers become parts in cnnlstm.build; this class works on the parts
+            backbone,
+            bridge,
             rnn=rnn,
             hidden_size=hidden_size,
             num_layers=num_layers,
             bidirectional=bidirectional,
             dropout=dropout,
             head=head,
-            head_options=dict(head_options or {}),
             num_classes=num_classes,
             input_shape=input_shape,
-            layout=lay.value,
+            layout=layout,
             bn=bn,
             chunk_size=chunk_size,
+            backbone_options=backbone_options,
+            bridge_options=bridge_options,
+            head_options=head_options,
         )
-        self.kind = kind
-        self.layout = lay
-        self.precision = "32"
-        sample = L.canonical_shape(input_shape, lay)  # (T, C, H, W) | (C, H, W) | (T, F)
-        channels = sample[1] if kind in ("clip", "series") else sample[0]
-        cnn = build_backbone(backbone, channels, **backbone_options)
-        self.backbone = TimeDistributed(cnn, bn=bn, chunk_size=chunk_size) if kind == "clip" else cnn
-        # a backbone whose forward takes lengths gets them (TimeDistributed skips padded frames, conv1d masks
-        # padded steps); any other module is called on the tensor alone
-        self._backbone_lengths = "lengths" in inspect.signature(self.backbone.forward).parameters
-        self.bn = bn
-        if bn == "frozen":
-            freeze_batchnorm(cnn)
+        self.config = parts.config
+        self.feature_shape = parts.feature_shape  # one sample's backbone output, e.g. (T, C', H', W')
+        self.backbone = parts.backbone
+        self.bridge = parts.bridge
+        self.rnn = parts.rnn
+        self.head = parts.head
 
-        # dry run on meta: the backbone's output for one sample (N=1; T=None stays None)
-        probe = (1, *sample)
-        try:
-            feats = infer(self.backbone, probe)
-        except ShapeError as e:
-            raise ShapeError(
-                f"backbone {self.config.backbone!r} cannot take input_shape {input_shape} (layout {lay.value}): {e}"
-            ) from None
-        if not isinstance(feats, (torch.Size, tuple)) or not all(isinstance(s, int) or s is None for s in feats):
-            raise ConfigError(f"backbone {self.config.backbone!r} must return one tensor, got shapes {feats}")
-        self.feature_shape = tuple(feats[1:])  # one sample's backbone output, e.g. (T, C', H', W')
+    @property
+    def layout(self) -> L.Layout:
+        """The layout of the input the model takes."""
+        return L.parse(self.config.layout)
 
-        if isinstance(bridge, str):
-            opts = dict(self.config.bridge_options)
-            if bridge == "attention":
-                opts.setdefault("channels", feats[-3] if len(feats) >= 3 else feats[-1])
-            bridge = make_bridge(bridge, **opts)
-        if len(feats) != len(bridge.in_axes):
-            raise ConfigError(
-                f"bridge {self.config.bridge!r} takes ({', '.join(bridge.in_axes)}) but the {kind} backbone gives "
-                f"{_fmt(feats)}; for a {kind} use bridge={_DEFAULT_BRIDGE[kind]!r}"
-            )
-        self.bridge = bridge
-        if getattr(self.backbone, "time_stride", 1) > 1 and head == "frames":
-            raise ConfigError(
-                f"head='frames' gives one output per step, but the backbone pools time by "
-                f"{self.backbone.time_stride}: use backbone_options={{'pool': 1}}, or a head over the whole "
-                "sequence (last, mean, attention)"
-            )
-        seq = bridge.output_shape(tuple(feats))  # (1, T', F)
-        self.rnn = Temporal(seq[-1], hidden_size, rnn, num_layers, bidirectional, dropout)
-        self.head = make_head(
-            head, self.rnn.out_features, num_classes, bidirectional=bidirectional, **self.config.head_options
-        )
+    @property
+    def kind(self) -> str:
+        """``"clip"``, ``"image"`` or ``"series"``: what the layout holds."""
+        return L.kind(self.config.layout)
+
+    @property
+    def bn(self) -> str:
+        """The backbone's BatchNorm policy, ``"train"`` or ``"frozen"``."""
+        return self.config.bn
 
     # ------------------------------------------------------------------ running
 
-    def set_precision(self, precision: str) -> CNNLSTM:
-        """Inference precision: ``"32"`` (float32, the default) or ``"bf16"`` (opt-in, bfloat16 autocast).
+    def autocast(self, precision: str = "bf16") -> contextlib.AbstractContextManager:
+        """Run what the ``with`` block calls in ``precision``: ``"32"`` (float32) or ``"bf16"`` (bfloat16).
 
-        With ``"bf16"``, convolutions, matrix products and the RNN run in bfloat16 at inference
-        (``model.eval()``); outputs come back as float32. Training keeps float32 unless it runs
-        under its own autocast (``cnnlstm train --precision bf16-mixed``). Not saved with the model.
+        Chosen where inference is called, never stored in the model: with ``"bf16"`` the convolutions,
+        matrix products and the RNN run in bfloat16 (autocast on the model's device); outputs come back as
+        float32, and a stream's carried state stays float32. ``"32"`` turns any outer autocast off (the
+        exporters write float32 graphs inside it). Training picks its own (``precision="bf16"`` in
+        :class:`~cnnlstm.tasks.options.TrainOptions`, Lightning's ``bf16-mixed``).
+
+        >>> m = CNNLSTM(input_shape=(4, 3, 32, 32), hidden_size=8, backbone_options={"channels": (8,)}).eval()
+        >>> with torch.inference_mode(), m.autocast("32"):
+        ...     m(torch.zeros(1, 4, 3, 32, 32)).dtype
+        torch.float32
         """
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-        if precision == "bf16" and not bf16_supported():
+        if check_precision(precision) == "bf16" and not bf16_supported():
             warnings.warn(
                 "this CPU has no native bfloat16 (AVX512-BF16/AMX): bf16 will be emulated and slower than float32",
                 stacklevel=2,
             )
-        self.precision = precision
+        return _autocast(precision, next(self.parameters()).device.type)
+
+    def set_precision(self, precision: str) -> CNNLSTM:
+        """Deprecated: choose the precision where inference runs, ``with model.autocast("bf16"):``.
+
+        Kept for one release: the model's ``forward`` at inference (``model.eval()``) then autocasts as
+        before, unless a ``with model.autocast(...)`` block chose otherwise (the exporters choose ``"32"``).
+        Streaming does not read it.
+        """
+        warnings.warn(
+            'CNNLSTM.set_precision is deprecated: run inference inside `with model.autocast("bf16"):`',
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        check_precision(precision)
+        self._set_precision = precision
         return self
 
-    def _autocast(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
-        """bfloat16 autocast for ``precision="bf16"`` at inference; a no-op otherwise."""
-        if self.precision == "bf16" and not self.training:
-            return torch.autocast(x.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def _set_precision_autocast(self, x: torch.Tensor) -> contextlib.AbstractContextManager:
+        """What the deprecated :meth:`set_precision` chose, at inference only; leaves with it."""
+        chosen = self.__dict__.get("_set_precision")
+        if chosen is None or self.training or _CHOSEN.get() is not None:
+            return contextlib.nullcontext()
+        return _autocast(chosen, x.device.type)
 
     def train(self, mode: bool = True) -> CNNLSTM:
         super().train(mode)
@@ -285,14 +220,10 @@ class CNNLSTM(nn.Module):
         x = L.to_canonical(x, self.layout)
         want = L.canonical_shape(self.config.input_shape, self.layout)
         got = tuple(x.shape[1:])
-        ch_axis = 1 if self.kind in ("clip", "series") else 0
+        ch_axis = L.channel_axis(self.layout)
         if got[ch_axis] != want[ch_axis]:
             raise ShapeError(self._channel_message(raw, want[ch_axis]))
-        if self.config.bridge == "flatten" and got[-2:] != want[-2:]:
-            raise ShapeError(
-                f"CNNLSTM with bridge='flatten' was built for frames of H, W = {want[-2:]}, got {got[-2:]}: "
-                "flatten fixes the frame size; resize the frames or use bridge='grid'/'gap'"
-            )
+        self.bridge.check_input(want, got)
         if lengths is not None:
             if self.kind == "image":
                 raise ShapeError("CNNLSTM on images takes no lengths: every image gives H*W steps")
@@ -338,20 +269,20 @@ class CNNLSTM(nn.Module):
             return self._features(x, lengths)
 
     def _features(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        # clip: (N, T, C', H', W'); image: (N, C', H', W'); series: (N, T, F')
-        maps = self.backbone(x, lengths) if self._backbone_lengths else self.backbone(x)
-        return self.bridge(maps)  # (N, T, F)
+        # a backbone whose forward takes lengths gets them (TimeDistributed skips padded frames, conv1d masks
+        # padded steps); any other module is called on the tensor alone
+        maps = self.backbone(x, lengths) if takes_lengths(self.backbone) else self.backbone(x)
+        # clip: (N, T, C', H', W'); image: (N, C', H', W'); series: (N, T', F')
+        return self.bridge(maps)  # (N, T', F)
 
     def forward(self, x: torch.Tensor, lengths: Any = None) -> torch.Tensor:
         """Args: x ``(N, *input_shape)`` in the model's layout; lengths ``(N,)``.
-        Returns ``(N, classes)`` or ``(N, T, classes)``."""
+        Returns ``(N, classes)`` or ``(N, T, classes)``; float32 under a bf16 :meth:`autocast` too."""
         raw = tuple(x.shape) if isinstance(x, torch.Tensor) else ()
         x, lengths = self._entry(x, lengths)
-        with shape_guard(self, raw, name="CNNLSTM"), self._autocast(x):
+        with shape_guard(self, raw, name="CNNLSTM"), self._set_precision_autocast(x):
             seq = self._features(x, lengths)  # (N, T', F); T' = ceil(T / stride) for a time-pooling backbone
-            stride = getattr(self.backbone, "time_stride", 1)
-            if lengths is not None and stride > 1:
-                lengths = torch.div(lengths + stride - 1, stride, rounding_mode="floor")
+            lengths = pooled_lengths(lengths, time_stride(self.backbone))
             states, _ = self.rnn(seq, lengths)  # (N, T', D*dirs)
             out = self.head(states, lengths)
         return out.float() if out.dtype == torch.bfloat16 else out
@@ -388,15 +319,7 @@ class CNNLSTM(nn.Module):
     def from_config(cls, config: CNNLSTMConfig | dict, **overrides) -> CNNLSTM:
         """Build a fresh model from a config (``overrides`` replace fields, e.g. ``backbone=module``)."""
         cfg = config if isinstance(config, CNNLSTMConfig) else CNNLSTMConfig.from_dict(config)
-        kw = cfg.to_dict()
-        kw.update(overrides)
-        for part in ("backbone", "bridge"):
-            if kw[part] == "custom" and part not in overrides:
-                raise ConfigError(
-                    f"this model was built with a custom {part} module, which a config cannot rebuild: "
-                    f"pass it again, e.g. CNNLSTM.from_pretrained(dir, {part}=my_{part})"
-                )
-        return cls(kw.pop("backbone"), kw.pop("bridge"), **kw)
+        return cls(**{**cfg.to_dict(), **overrides})
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides) -> CNNLSTM:
@@ -410,12 +333,3 @@ class CNNLSTM(nn.Module):
         model = cls.from_config(CNNLSTMConfig.from_json((d / "config.json").read_text()), **overrides)
         model.load_state_dict(load_file(str(d / "model.safetensors")))
         return model
-
-
-def _bridge_name(b: Bridge) -> str:
-    """The registered name of a bridge instance, or ``"custom"`` when a config cannot rebuild it."""
-    return b.name if b.name in BRIDGES and BRIDGES.get(b.name) is type(b) else "custom"
-
-
-def _bridge_options(b: Bridge) -> dict[str, Any]:
-    return b.options() if _bridge_name(b) != "custom" else {}

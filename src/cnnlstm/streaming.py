@@ -1,5 +1,8 @@
 """Frame-by-frame inference that carries the recurrent state instead of recomputing a window.
 
+:class:`StepGraph` is the one implementation of a step (frame → backbone → bridge → RNN one step →
+head): :class:`Streamer` runs it and holds the state between steps, and the exporters trace it.
+
 >>> import torch, cnnlstm as cl
 >>> model = cl.CNNLSTM(input_shape=(None, 3, 32, 32), num_classes=4, hidden_size=16,
 ...                    backbone_options={"channels": (8, 16)})
@@ -16,11 +19,10 @@ import torch
 from torch import nn
 
 from . import layout as L
+from .backbones import time_stride
 from .errors import ConfigError, ShapeError
 
-__all__ = ["Streamer", "check_streamable"]
-
-_FRAME_LAYOUT = {"NTCHW": "NCHW", "NCTHW": "NCHW", "NTHWC": "NHWC", "NTF": "NF", "NFT": "NF"}
+__all__ = ["StepGraph", "Streamer", "check_streamable"]
 
 
 def check_streamable(model: nn.Module) -> None:
@@ -46,11 +48,55 @@ def check_streamable(model: nn.Module) -> None:
             "this series model's conv1d backbone looks at future steps: build it with "
             "backbone_options={'causal': True} to stream"
         )
-    if model.kind == "series" and getattr(model.backbone, "time_stride", 1) > 1:
+    if model.kind == "series" and time_stride(model.backbone) > 1:
         raise ConfigError(
-            f"this series model pools time by {model.backbone.time_stride} before its RNN, so one new step is not "
+            f"this series model pools time by {time_stride(model.backbone)} before its RNN, so one new step is not "
             "one RNN step: build it with backbone_options={'pool': 1} to stream"
         )
+
+
+class StepGraph(nn.Module):
+    """One streaming step of a causal :class:`~cnnlstm.CNNLSTM`: frame → backbone → bridge → RNN → head.
+
+    :meth:`step` is the step itself, on canonical frames with the state carried so far (what
+    :class:`Streamer` runs); ``forward(frame, h[, c])`` is the same step as a pure function of explicit
+    tensors for a clip model (what the exporters trace).
+
+    Shapes: frame ``(N, C, H, W)`` in the model's frame layout (``(N, H, W, C)`` for ``NTHWC``);
+    h, c ``(layers, N, D)``; logits ``(N, classes)``.
+    """
+
+    def __init__(self, model: nn.Module):  # a CNNLSTM (not imported: the model imports this module)
+        super().__init__()
+        check_streamable(model)
+        self.layout = model.layout
+        self.backbone = model.backbone  # TimeDistributed (a CNN per frame) or a causal conv1d stack
+        self.bridge = model.bridge
+        self.rnn = model.rnn.rnn
+        self.head = model.head
+
+    def step(
+        self, frame: torch.Tensor, state: tuple[torch.Tensor, ...] | None = None, caches: list | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], list | None]:
+        """Args: frame ``(N, C, H, W)`` or ``(N, F)`` (canonical); state ``(h[, c])``, each ``(layers, N, D)``,
+        None for a fresh stream; caches: what the backbone carries (a causal conv1d's last inputs), or None.
+
+        Returns: the outputs ``(N, classes)`` (``(N, horizon, targets)`` for a forecast head), the new
+        state and the new caches.
+        """
+        maps, caches = self.backbone.step(frame, caches)  # (N, C', H', W') | (N, F')
+        seq = self.bridge(maps.unsqueeze(1))  # (N, 1, F)
+        lstm = isinstance(self.rnn, nn.LSTM)
+        out, new = self.rnn(seq, state if lstm or state is None else state[0])  # (N, 1, D)
+        logits = self.head(out)  # (N, classes) last; (N, 1, classes) frames; (N, horizon, k) forecast
+        return (logits[:, 0] if self.head.per_step else logits), (new if lstm else (new,)), caches
+
+    def forward(self, frame: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
+        """Args: frame in the model's frame layout; h (and c for an LSTM). Returns ``(logits, h[, c])``."""
+        logits, state, caches = self.step(L.frame_to_canonical(frame, self.layout), (h,) if c is None else (h, c))
+        if caches is not None:  # a causal conv1d's last inputs, which h and c do not carry
+            raise ConfigError("forward carries the RNN state only; this backbone carries more: use step()")
+        return (logits, *state)
 
 
 class Streamer:
@@ -70,17 +116,16 @@ class Streamer:
     """
 
     def __init__(self, model: nn.Module):  # a CNNLSTM (not imported: the model imports this module)
-        check_streamable(model)
-        self.model = model.eval()
-        self.frame_layout = _FRAME_LAYOUT[model.layout.value]
-        self.cnn = model.backbone.module if model.kind == "clip" else model.backbone
+        self.graph = StepGraph(model.eval())
+        self.model = model
+        self.frame_layout = L.frame_layout(model.layout)
         self.state: tuple[torch.Tensor, ...] | None = None
         self.steps = 0
         self._caches: list[torch.Tensor] | None = None  # series: each causal conv's previous inputs
 
     @property
     def rnn(self) -> nn.RNNBase:
-        return self.model.rnn.rnn
+        return self.graph.rnn
 
     def _frame_to_canonical(self, frames: torch.Tensor) -> torch.Tensor:
         want = len(self.frame_layout)
@@ -90,20 +135,15 @@ class Streamer:
                 hint = ": add the stream axis, frames.unsqueeze(0), for a single stream"
             axes = ", ".join(self.frame_layout)
             raise ShapeError(f"Streamer.step wants ({axes}), got {frames.dim()}-D {tuple(frames.shape)}{hint}")
-        if self.frame_layout == "NHWC":
-            frames = frames.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-        sample = L.canonical_shape(self.model.config.input_shape, self.model.layout)
+        frames = L.frame_to_canonical(frames, self.model.layout)  # (N, C, H, W) | (N, F)
+        sample = L.canonical_shape(self.model.config.input_shape, self.model.layout)  # (T, C, H, W) | (T, F)
         c = sample[1]
         if frames.shape[1] != c:
             raise ShapeError(
                 f"Streamer.step wants frames with {c} channels/features on axis 1 of ({', '.join(self.frame_layout)}), "
                 f"got {tuple(frames.shape)}"
             )
-        if self.model.config.bridge == "flatten" and tuple(frames.shape[-2:]) != tuple(sample[-2:]):
-            raise ShapeError(
-                f"Streamer.step: this model (bridge='flatten') was built for frames of H, W = {tuple(sample[-2:])}, "
-                f"got {tuple(frames.shape[-2:])}"
-            )
+        self.model.bridge.check_input(sample, tuple(frames.shape[1:]))
         if self.state is not None and frames.shape[0] != self.batch:
             raise ShapeError(
                 f"Streamer.step: the stream has {self.batch} streams, got a batch of {frames.shape[0]} frames; "
@@ -115,30 +155,18 @@ class Streamer:
     def batch(self) -> int:
         return 0 if self.state is None else self.state[0].shape[1]
 
-    def _features(self, frames: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W) → (N, 1, F)``: one step of the bridged sequence."""
-        if self.model.kind == "series":
-            y, self._caches = self.model.backbone.step(frames, self._caches)  # (N, F')
-            return y.unsqueeze(1)  # (N, 1, F')
-        maps = self.cnn(frames)  # (N, C', H', W')
-        return self.model.bridge(maps.unsqueeze(1))  # (N, 1, F)
-
     @torch.inference_mode()
     def step(self, frames: torch.Tensor) -> torch.Tensor:
-        """Feed the next frame of every stream; returns the output for this step, ``(N, classes)``."""
+        """Feed the next frame of every stream; returns the output for this step, ``(N, classes)``.
+
+        Runs in the caller's precision: inside ``with model.autocast("bf16"):`` in bfloat16.
+        """
         frames = self._frame_to_canonical(frames)
-        with self.model._autocast(frames):
-            seq = self._features(frames)  # (N, 1, F)
-            state = self.state
-            if state is not None and isinstance(self.rnn, nn.GRU):
-                state = state[0]
-            out, new = self.rnn(seq, state)  # (N, 1, D)
-            logits = self.model.head(out)  # (N, classes) last; (N, 1, classes) frames; (N, horizon, k) forecast
+        logits, new, self._caches = self.graph.step(frames, self.state, self._caches)
         # the carried state stays float32 (under bf16 the RNN hands back bfloat16)
-        self.state = tuple(h.float() for h in new) if isinstance(new, tuple) else (new.float(),)
+        self.state = tuple(h.float() for h in new)
         self.steps += 1
-        logits = logits.float()
-        return logits[:, 0] if self.model.head.per_step else logits
+        return logits.float()
 
     def reset(self, streams: Sequence[int] | torch.Tensor | None = None) -> None:
         """Start over: all streams (None), or only those listed, while the others go on."""

@@ -208,6 +208,37 @@ def test_flatten_needs_fixed_spatial_sizes():
         bridge("flatten").output_shape((2, 3, 4, None, 5))
 
 
+# ----------------------------------------------------------------------------- built for the backbone's feature maps
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_bridge_builds_for_a_feature_shape(name):
+    cls = BRIDGES.get(name)
+    shape = _example_shape(cls, 2, 3, 8, 5, 5)  # by the class's in_axes
+    b = bridge(name, feature_shape=shape)
+    assert b.output_shape(shape)[0] == 2  # built for these maps, it takes them
+
+
+def test_attention_learns_its_channels_from_the_feature_shape_unless_given():
+    assert bridge("attention", feature_shape=(1, 4, 12, 7, 7)).channels == 12
+    assert bridge("attention", feature_shape=(1, 4, 12, 7, 7), channels=5).channels == 5
+    assert bridge("grid", feature_shape=(1, 4, 12, 7, 7), k=3).k == 3
+
+
+def test_flatten_checks_the_frame_size_it_was_built_for():
+    b = bridge("flatten")
+    b.check_input((4, 3, 32, 32), (7, 3, 32, 32))  # another T is fine
+    with pytest.raises(
+        cnnlstm.ShapeError, match=r"bridge='flatten' was built for frames of H, W = \(32, 32\), got \(16, 32\)"
+    ):
+        b.check_input((4, 3, 32, 32), (4, 3, 16, 32))
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "flatten"])
+def test_other_bridges_take_any_frame_size(name):
+    _make(name, 3).check_input((4, 3, 32, 32), (4, 3, 16, 40))  # no error
+
+
 # ----------------------------------------------------------------------------- configuration errors
 
 

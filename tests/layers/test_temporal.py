@@ -223,7 +223,7 @@ def test_registry_holds_the_documented_heads():
 @pytest.mark.parametrize("bidir", [False, True], ids=["uni", "bi"])
 def test_every_head_shape_and_gradients(name, bidir):
     tm = _temporal("lstm", 1, bidir).train()
-    h = head(name, tm.out_features, 7, bidirectional=bidir)
+    h = head(name, tm, 7)  # the head learns what it needs of the RNN (last: bidirectional or not)
     assert isinstance(h, Head)
     lengths = torch.tensor(LENGTHS)
     states, _ = tm(_clip(), lengths)
@@ -279,13 +279,31 @@ def test_last_head_takes_the_last_valid_step(rnn, layers, bidir):
 def test_pooling_heads_with_lengths_equal_the_unpadded_sequence(name, rnn, layers, bidir):
     tm = _temporal(rnn, layers, bidir)
     torch.manual_seed(2)
-    h = head(name, tm.out_features, 3, bidirectional=bidir).eval()
+    h = head(name, tm, 3).eval()
     x, lengths = _clip(), torch.tensor(LENGTHS)
     states, _ = tm(x, lengths)
     logits = h(states, lengths)
     for i, n in enumerate(LENGTHS):
         alone, _ = tm(x[i : i + 1, :n])
         torch.testing.assert_close(logits[i], h(alone)[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", HEAD_NAMES)
+def test_a_head_takes_bidirectional_only_if_it_uses_it(name):
+    import inspect
+
+    from cnnlstm.layers.temporal import LastStep
+
+    cls = HEADS.get(name)
+    uses = issubclass(cls, LastStep)  # joins the two directions' last steps
+    assert ("bidirectional" in inspect.signature(cls).parameters) == uses
+    for bidir in (False, True):
+        h = head(name, _temporal("gru", 1, bidir), 3)
+        assert h.in_features == HIDDEN * (2 if bidir else 1)
+        assert getattr(h, "bidirectional", None) == (bidir if uses else None)
+    if not uses:
+        with pytest.raises(cnnlstm.ConfigError, match=f"head '{name}' does not take these options"):
+            head(name, 6, 3, bidirectional=True)
 
 
 @pytest.mark.parametrize("name", ["mean", "attention"])

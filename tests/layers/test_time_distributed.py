@@ -67,6 +67,14 @@ def test_non_contiguous_input_matches_frame_loop():
     torch.testing.assert_close(TimeDistributed(lin)(x), _frame_loop(lin, x), atol=1e-6, rtol=0)
 
 
+def test_step_runs_the_module_on_one_frame_and_carries_nothing():
+    td = TimeDistributed(nn.Conv2d(3, 4, 3, padding=1)).eval()
+    frame = torch.randn(2, 3, 8, 8)
+    y, caches = td.step(frame)
+    assert caches is None
+    torch.testing.assert_close(y, td(frame.unsqueeze(1))[:, 0], rtol=0, atol=1e-6)
+
+
 def test_module_runs_once_on_all_frames():
     lin = nn.Linear(6, 4)
     sizes = _count_calls(lin)

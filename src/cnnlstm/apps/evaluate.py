@@ -12,6 +12,7 @@ import torch
 from ..data.batch import SkipLog, video_loader
 from ..data.datasets import VideoDataset, VideoItem, find_videos
 from ..errors import DataError, require
+from ..lengths import valid_mask
 from ..model import CNNLSTM
 from ..run import Run, RunFolder, load_run
 from .plots import plot_confusion
@@ -61,7 +62,7 @@ def class_scores(model: CNNLSTM, batch: dict[str, Any]) -> torch.Tensor:
         n, w = video.shape[:2]
         probs = model(video.flatten(0, 1)).softmax(-1).unflatten(0, (n, w))  # (N, W, classes)
         counts = batch["windows"] if batch.get("windows") is not None else torch.full((n,), w)
-        mask = (torch.arange(w, device=probs.device) < counts.to(probs.device).unsqueeze(1)).unsqueeze(-1)
+        mask = valid_mask(counts.to(probs.device), w).unsqueeze(-1)  # (N, W, 1)
         return (probs * mask).sum(1) / counts.to(probs.device).unsqueeze(1)  # (N, classes)
     return model(video, lengths).softmax(-1)
 
@@ -92,12 +93,13 @@ def evaluate(
     """
     metrics = require("sklearn.metrics", "train", "evaluation metrics")
     r = load_run(run, precision)
-    if r.kind.modality == "series":
-        y_true, y_pred, subset, skips = _series_predictions(r, data, split, batch_size)
-    else:
-        y_true, y_pred, subset, skips = _video_predictions(
-            r, Path(data), split, sampling, batch_size, workers, all_videos
-        )
+    with r.model.autocast(r.precision):
+        if r.kind.modality == "series":
+            y_true, y_pred, subset, skips = _series_predictions(r, data, split, batch_size)
+        else:
+            y_true, y_pred, subset, skips = _video_predictions(
+                r, Path(data), split, sampling, batch_size, workers, all_videos
+            )
     labels = list(range(len(r.classes)))
     p, rec, f1, support = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     cm = metrics.confusion_matrix(y_true, y_pred, labels=labels)

@@ -41,7 +41,8 @@ def predict(
         if batch["video"] is None:
             results.append({"path": str(v), "error": batch["skipped"][0][1]})
             continue
-        top = class_scores(r.model, batch)[0].topk(k)  # (classes,) -> k best
+        with r.model.autocast(r.precision):
+            top = class_scores(r.model, batch)[0].topk(k)  # (classes,) -> k best
         results.append(
             {
                 "path": str(v),

@@ -26,7 +26,7 @@ def stream_video(
     """Stream a video file frame by frame through a run's model.
 
     Args:
-        run: a run folder (or a loaded :class:`~cnnlstm.run.Run`).
+        run: a run folder (or a loaded :class:`~cnnlstm.run.Run`, streamed in its ``precision``).
         video: the video file.
         stride: feed every ``stride``-th frame (a model trained on clips sampled sparsely
             over whole videos reads a sparser stream better).
@@ -42,14 +42,15 @@ def stream_video(
     streamer = r.model.stream()
     norm = ClipTransform(mean=r.spec.mean, std=r.spec.std)
     frames, probs = [], []
-    for i, frame in enumerate(iter_frames(video, r.spec.size, r.spec.channels)):
-        if i % stride:
-            continue
-        p = streamer.step(norm(frame[None])).softmax(-1)[0]  # (1, C, H, W) -> (classes,)
-        frames.append(i)
-        probs.append(p.numpy().astype(np.float32))
-        if every and on_update is not None and len(probs) % every == 0:
-            on_update(i, probs[-1])
+    with r.model.autocast(r.precision):
+        for i, frame in enumerate(iter_frames(video, r.spec.size, r.spec.channels)):
+            if i % stride:
+                continue
+            p = streamer.step(norm(frame[None])).softmax(-1)[0]  # (1, C, H, W) -> (classes,)
+            frames.append(i)
+            probs.append(p.numpy().astype(np.float32))
+            if every and on_update is not None and len(probs) % every == 0:
+                on_update(i, probs[-1])
     if not probs:
         raise ConfigError(f"{video}: no frame decoded")
     return {"frames": frames, "probs": np.stack(probs), "classes": r.classes}

@@ -10,11 +10,11 @@ the largest absolute difference to PyTorch is reported, and above ``tol`` it is 
 True
 """
 
+from ..streaming import StepGraph
 from ._common import ExportReport
 from .onnx import export_onnx
 from .quantize import int8_report, latency_ms, quantize_onnx
 from .run import ExportResult, export_run, sample_clips
-from .step import StepGraph
 from .torchscript import export_torchscript
 
 __all__ = [

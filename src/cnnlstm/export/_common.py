@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import logging
 import warnings
@@ -17,7 +16,7 @@ from torch import nn
 from .. import layout as L
 from ..errors import require
 
-__all__ = ["ExportReport", "clip_shape", "frame_shape", "in_float32", "lengths_to_check", "quiet", "random_state"]
+__all__ = ["ExportReport", "clip_shape", "frame_shape", "lengths_to_check", "quiet", "random_state"]
 
 
 @dataclass
@@ -81,21 +80,6 @@ def quiet() -> contextlib.ExitStack:
     onnx_log.setLevel(logging.ERROR)
     stack.callback(onnx_log.setLevel, level)
     return stack
-
-
-def in_float32(fn):
-    """Export the float32 graph even from a model set to infer in bf16; the model's precision is kept."""
-
-    @functools.wraps(fn)
-    def wrapper(model, *args, **kwargs):
-        before = getattr(model, "precision", "32")
-        model.precision = "32"
-        try:
-            return fn(model, *args, **kwargs)
-        finally:
-            model.precision = before
-
-    return wrapper
 
 
 def session(path: str | Path):

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ExportError, require
-from ._common import ExportReport, clip_shape, frame_shape, in_float32, lengths_to_check, quiet, random_state, session
-from .step import StepGraph
+from ._common import ExportReport, clip_shape, frame_shape, lengths_to_check, quiet, random_state, session
+from .step import step_graph
 
 if TYPE_CHECKING:
     from ..model import CNNLSTM
@@ -22,7 +22,6 @@ __all__ = ["export_onnx"]
 MAX_BATCH, MAX_STEPS = 4096, 1 << 16
 
 
-@in_float32
 def export_onnx(
     model: CNNLSTM,
     path: str | Path,
@@ -56,32 +55,33 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    module, args, names, outs, shapes = _graph(model, kind)
-    _clear_rnn_dispatch_caches()
-    try:
-        with quiet():
-            torch.onnx.export(
-                module,
-                args,
-                str(path),
-                dynamo=True,
-                input_names=names,
-                output_names=outs,
-                dynamic_shapes=shapes,
-                opset_version=opset,
-                external_data=False,  # one self-contained file, as edge runtimes want it
-            )
-    except Exception as e:
-        raise ExportError(f"ONNX export of the {kind} graph failed: {type(e).__name__}: {str(e)[:500]}") from None
-    report = ExportReport(path, f"onnx {kind}")
-    if verify:
-        report.checks = _verify_clip(model, path, batches) if kind == "clip" else _verify_step(model, path, batches)
-        if not report.max_abs_diff <= tol:
-            raise ExportError(
-                f"{path}: the ONNX {kind} graph differs from PyTorch by {report.max_abs_diff:.2e} "
-                f"(> {tol:.0e}):\n{report}"
-            )
-    return report
+    with model.autocast("32"):  # the float32 graph, whatever autocast the caller runs in
+        module, args, names, outs, shapes = _graph(model, kind)
+        _clear_rnn_dispatch_caches()
+        try:
+            with quiet():
+                torch.onnx.export(
+                    module,
+                    args,
+                    str(path),
+                    dynamo=True,
+                    input_names=names,
+                    output_names=outs,
+                    dynamic_shapes=shapes,
+                    opset_version=opset,
+                    external_data=False,  # one self-contained file, as edge runtimes want it
+                )
+        except Exception as e:
+            raise ExportError(f"ONNX export of the {kind} graph failed: {type(e).__name__}: {str(e)[:500]}") from None
+        report = ExportReport(path, f"onnx {kind}")
+        if verify:
+            report.checks = _verify_clip(model, path, batches) if kind == "clip" else _verify_step(model, path, batches)
+            if not report.max_abs_diff <= tol:
+                raise ExportError(
+                    f"{path}: the ONNX {kind} graph differs from PyTorch by {report.max_abs_diff:.2e} "
+                    f"(> {tol:.0e}):\n{report}"
+                )
+        return report
 
 
 def _graph(model: CNNLSTM, kind: str) -> tuple[nn.Module, tuple, list[str], list[str], tuple]:
@@ -98,7 +98,7 @@ def _graph(model: CNNLSTM, kind: str) -> tuple[nn.Module, tuple, list[str], list
         args = (torch.randn(2, *frame_shape(model)), *state)
         names = ["frame", "h"] + (["c"] if len(state) == 2 else [])
         outs = ["logits", "h_out"] + (["c_out"] if len(state) == 2 else [])
-        return StepGraph(model).eval(), args, names, outs, ({0: n}, *({1: n} for _ in state))
+        return step_graph(model), args, names, outs, ({0: n}, *({1: n} for _ in state))
     raise ConfigError(f"unknown export kind {kind!r}: expected 'clip' or 'step'")
 
 

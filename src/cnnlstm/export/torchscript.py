@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import ConfigError, ExportError
-from ._common import ExportReport, clip_shape, frame_shape, in_float32, lengths_to_check, quiet, random_state
-from .step import StepGraph
+from ._common import ExportReport, clip_shape, frame_shape, lengths_to_check, quiet, random_state
+from .step import step_graph
 
 if TYPE_CHECKING:
     from ..model import CNNLSTM
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 __all__ = ["export_torchscript"]
 
 
-@in_float32
 def export_torchscript(
     model: CNNLSTM, path: str | Path, *, kind: str = "clip", verify: bool = True, tol: float = 1e-4
 ) -> ExportReport:
@@ -25,32 +24,35 @@ def export_torchscript(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    with quiet(), torch.no_grad():
-        if kind == "clip":
-            example = torch.randn(clip_shape(model, 2, lengths_to_check(model)[1]))
-            traced = torch.jit.trace(model, (example,), check_trace=False)
-        elif kind == "step":
-            step = StepGraph(model).eval()
-            fshape = frame_shape(model)
-            traced = torch.jit.trace(step, (torch.randn(2, *fshape), *random_state(model, 2)), check_trace=False)
-        else:
-            raise ConfigError(f"unknown export kind {kind!r}: expected 'clip' or 'step'")
-        traced.save(str(path))
-    report = ExportReport(path, f"torchscript {kind}")
-    if verify:
-        loaded = torch.jit.load(str(path))
-        with torch.inference_mode():
-            for b in (1, 7):
-                if kind == "clip":
-                    for t in lengths_to_check(model):
-                        x = torch.randn(clip_shape(model, b, t))
-                        diff = float((loaded(x) - model(x)).abs().max())
-                        report.checks.append({"input": f"clip {tuple(x.shape)}", "max_abs_diff": diff})
-                else:
-                    frame = torch.randn(b, *fshape)
-                    state = random_state(model, b)
-                    diff = max(float((a - r).abs().max()) for a, r in zip(loaded(frame, *state), step(frame, *state)))
-                    report.checks.append({"input": f"step {tuple(frame.shape)}", "max_abs_diff": diff})
-        if not report.max_abs_diff <= tol:
-            raise ExportError(f"{path}: TorchScript differs from PyTorch by {report.max_abs_diff:.2e}:\n{report}")
-    return report
+    with model.autocast("32"):  # the float32 graph, whatever autocast the caller runs in
+        with quiet(), torch.no_grad():
+            if kind == "clip":
+                example = torch.randn(clip_shape(model, 2, lengths_to_check(model)[1]))
+                traced = torch.jit.trace(model, (example,), check_trace=False)
+            elif kind == "step":
+                step = step_graph(model)
+                fshape = frame_shape(model)
+                traced = torch.jit.trace(step, (torch.randn(2, *fshape), *random_state(model, 2)), check_trace=False)
+            else:
+                raise ConfigError(f"unknown export kind {kind!r}: expected 'clip' or 'step'")
+            traced.save(str(path))
+        report = ExportReport(path, f"torchscript {kind}")
+        if verify:
+            loaded = torch.jit.load(str(path))
+            with torch.inference_mode():
+                for b in (1, 7):
+                    if kind == "clip":
+                        for t in lengths_to_check(model):
+                            x = torch.randn(clip_shape(model, b, t))
+                            diff = float((loaded(x) - model(x)).abs().max())
+                            report.checks.append({"input": f"clip {tuple(x.shape)}", "max_abs_diff": diff})
+                    else:
+                        frame = torch.randn(b, *fshape)
+                        state = random_state(model, b)
+                        diff = max(
+                            float((a - r).abs().max()) for a, r in zip(loaded(frame, *state), step(frame, *state))
+                        )
+                        report.checks.append({"input": f"step {tuple(frame.shape)}", "max_abs_diff": diff})
+            if not report.max_abs_diff <= tol:
+                raise ExportError(f"{path}: TorchScript differs from PyTorch by {report.max_abs_diff:.2e}:\n{report}")
+        return report

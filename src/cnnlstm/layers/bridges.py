@@ -51,6 +51,21 @@ class Bridge(nn.Module):
         """
         return cls()
 
+    @classmethod
+    def for_features(cls, shape: tuple, **options) -> Bridge:
+        """This bridge for the backbone's feature maps of ``shape`` (from a dry run): ``cls(**options)``, with
+        whatever else the bridge needs to know of the maps taken from ``shape`` (attention: its channels).
+
+        >>> bridge("attention", feature_shape=(1, 8, 64, 7, 7)).channels
+        64
+        """
+        return cls(**options)
+
+    def check_input(self, built: tuple, got: tuple) -> None:
+        """Raise :class:`ShapeError` unless a model built for samples of shape ``built`` can take one of shape
+        ``got`` through this bridge (canonical layout, without ``N``; the last two axes are ``H, W`` for
+        images and frames). Most bridges take any frame size."""
+
     def out_features(self, c: int, h: int | None = None, w: int | None = None) -> int:
         """``F`` of the output sequence for feature maps of ``c`` channels and ``h x w`` positions."""
         raise NotImplementedError
@@ -171,6 +186,13 @@ class Flatten(_ClipBridge):
 
     name = "flatten"
 
+    def check_input(self, built: tuple, got: tuple) -> None:
+        if tuple(got[-2:]) != tuple(built[-2:]):
+            raise ShapeError(
+                f"bridge='flatten' was built for frames of H, W = {tuple(built[-2:])}, got {tuple(got[-2:])}: "
+                "flatten fixes the frame size; resize the frames or use bridge='grid'/'gap'"
+            )
+
     def out_features(self, c: int, h: int | None = None, w: int | None = None) -> int:
         if h is None or w is None:
             raise ShapeError("bridge 'flatten' needs fixed feature-map sizes H and W to know F = C*H*W")
@@ -209,6 +231,10 @@ class SpatialAttention(_ClipBridge):
     @classmethod
     def example(cls, channels: int) -> SpatialAttention:
         return cls(channels)
+
+    @classmethod
+    def for_features(cls, shape: tuple, channels: int | None = None) -> SpatialAttention:
+        return cls(shape[2] if channels is None else channels)  # (N, T, C, H, W)
 
     def options(self) -> dict:
         return {"channels": self.channels}
@@ -296,11 +322,13 @@ class Identity(Bridge):
         return x
 
 
-def bridge(name: str, **options) -> Bridge:
+def bridge(name: str, *, feature_shape: tuple | None = None, **options) -> Bridge:
     """Build a bridge by name: ``gap``, ``gmp``, ``grid``, ``flatten``, ``attention``, ``spatial`` or ``none``.
 
     Args:
         name: the bridge's name.
+        feature_shape: the feature maps it will take (e.g. ``(N, T, C, H, W)``, from a dry run), for a bridge
+            that learns its sizes from them (:meth:`Bridge.for_features`); :class:`~cnnlstm.CNNLSTM` passes it.
         options: the bridge's own options (``k`` for ``grid``, ``channels`` for ``attention``).
 
     >>> bridge("grid", k=2)(torch.zeros(2, 4, 64, 7, 7)).shape
@@ -308,6 +336,6 @@ def bridge(name: str, **options) -> Bridge:
     """
     cls = BRIDGES.get(name)
     try:
-        return cls(**options)
+        return cls(**options) if feature_shape is None else cls.for_features(tuple(feature_shape), **options)
     except TypeError as e:
         raise ConfigError(f"bridge {name!r} does not take these options {sorted(options)}: {e}") from None

@@ -67,6 +67,10 @@ class Temporal(nn.Module):
         return self.rnn.input_size
 
     @property
+    def bidirectional(self) -> bool:
+        return self.rnn.bidirectional
+
+    @property
     def out_features(self) -> int:
         """``D * dirs``, the size of each output step."""
         return self.rnn.hidden_size * (2 if self.rnn.bidirectional else 1)
@@ -117,22 +121,28 @@ class Head(nn.Module):
     Args:
         in_features: ``D`` (``2*D`` for a bidirectional RNN); inferred by the builder.
         num_classes: outputs.
-        bidirectional: whether the RNN was bidirectional (the ``last`` head needs it).
         dropout: dropout before the final Linear.
+
+    A head that needs to know more of the RNN than ``D`` takes it in ``__init__`` and overrides
+    :meth:`for_rnn`, which the builder calls (``last`` learns whether the RNN is bidirectional).
     """
 
     per_step = False  # True: one output per step on purpose (the shape doctor does not warn about it)
     causal = True  # can be computed step by step while streaming
     takes_lengths = True  # forward(states, lengths=): padded steps are kept out
 
-    def __init__(self, in_features: int, num_classes: int, bidirectional: bool = False, dropout: float = 0.0):
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0):
         super().__init__()
         if num_classes < 1:
             raise ConfigError(f"num_classes must be at least 1, got {num_classes}")
         self.in_features = in_features
-        self.bidirectional = bidirectional
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_features, num_classes)
+
+    @classmethod
+    def for_rnn(cls, rnn: Temporal, num_classes: int, **options) -> Head:
+        """This head over the states of ``rnn``: ``cls(rnn.out_features, num_classes, **options)``."""
+        return cls(rnn.out_features, num_classes, **options)
 
     def _check(self, states: torch.Tensor) -> None:
         if states.dim() != 3 or states.shape[-1] != self.in_features:
@@ -154,7 +164,19 @@ class Head(nn.Module):
 @register_head("last")
 class LastStep(Head):
     """The last *valid* step of each sequence; for a bidirectional RNN, the forward direction's
-    last valid step joined with the backward direction's first step (its final state)."""
+    last valid step joined with the backward direction's first step (its final state).
+
+    Args:
+        bidirectional: whether the RNN is bidirectional (:meth:`for_rnn` reads it off the RNN).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, bidirectional: bool = False, dropout: float = 0.0):
+        super().__init__(in_features, num_classes, dropout)
+        self.bidirectional = bidirectional
+
+    @classmethod
+    def for_rnn(cls, rnn: Temporal, num_classes: int, **options) -> LastStep:
+        return cls(rnn.out_features, num_classes, bidirectional=rnn.bidirectional, **options)
 
     def pool(self, states: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         n, _t, d = states.shape
@@ -189,8 +211,8 @@ class AttentionPool(Head):
 
     causal = False
 
-    def __init__(self, in_features: int, num_classes: int, bidirectional: bool = False, dropout: float = 0.0):
-        super().__init__(in_features, num_classes, bidirectional, dropout)
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0):
+        super().__init__(in_features, num_classes, dropout)
         self.score = nn.Linear(in_features, 1)
 
     def weights(self, states: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -246,14 +268,23 @@ class Forecast(LastStep):
         return super().forward(states, lengths).unflatten(-1, (self.horizon, self.targets))
 
 
-def head(name: str, in_features: int, num_classes: int, **options) -> Head:
+def head(name: str, in_features: int | Temporal, num_classes: int, **options) -> Head:
     """Build a head by name: ``last``, ``mean``, ``attention``, ``frames`` or ``forecast`` (``horizon=``).
+
+    Args:
+        name: the head's name.
+        in_features: ``D`` of the states, or the :class:`Temporal` whose states the head reads: then the
+            head learns from it what it needs (:meth:`Head.for_rnn`), as :class:`~cnnlstm.CNNLSTM`'s builder does.
+        num_classes: outputs.
+        options: the head's own options.
 
     >>> head("mean", 64, 10)(torch.zeros(2, 5, 64)).shape
     torch.Size([2, 10])
     """
     cls = HEADS.get(name)
     try:
+        if isinstance(in_features, Temporal):
+            return cls.for_rnn(in_features, num_classes, **options)
         return cls(in_features, num_classes, **options)
     except TypeError as e:
         raise ConfigError(f"head {name!r} does not take these options {sorted(options)}: {e}") from None

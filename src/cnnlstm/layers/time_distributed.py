@@ -95,6 +95,14 @@ class TimeDistributed(nn.Module):
         plan = plan_for(self.module, frames, self.chunk_size)
         return _one_tensor(plan(frames), self.module)
 
+    def step(self, frame: torch.Tensor, caches: None = None) -> tuple[torch.Tensor, None]:
+        """One step of a stream: the module on one frame of each sequence, ``(N, *in) → (N, *out)``.
+
+        A per-frame module carries nothing from step to step (``caches`` stays None), unlike a causal
+        convolution over time (:meth:`cnnlstm.Conv1dBackbone.step`).
+        """
+        return self.module(frame), caches
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Args: x ``(N, T, *in)``; lengths optional ``(N,)``. Returns ``(N, T, *out)``."""
         if not isinstance(x, torch.Tensor) or x.dim() < 3:

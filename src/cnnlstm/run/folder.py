@@ -20,7 +20,7 @@ from typing import Any
 from .._io import atomic_write, write_json
 from ..data.datasets import ClipSpec
 from ..errors import CnnlstmError, ConfigError
-from ..model import CNNLSTM
+from ..model import CNNLSTM, check_precision
 from .spec import DataSpec, Kind, SeriesSpec
 from .summary import TrainSummary
 
@@ -31,12 +31,15 @@ MODEL_FILES = ("config.json", "model.safetensors", "labels.json", "data.json")
 
 @dataclass
 class Run:
-    """A trained run: its folder, the model (eval mode), its class names and its data spec."""
+    """A trained run: its folder, the model (eval mode), its class names, its data spec, and the precision its
+    inference was asked to run in (``"32"`` or ``"bf16"``; the apps run the model inside
+    ``with run.model.autocast(run.precision):``)."""
 
     path: Path
     model: CNNLSTM
     classes: list[str]
     data: DataSpec
+    precision: str = "32"
 
     @property
     def kind(self) -> Kind:
@@ -136,8 +139,9 @@ class RunFolder:
     def load(self, precision: str = "32") -> Run:
         """The trained model (eval mode), class names and data spec.
 
-        ``precision="bf16"`` makes the model infer in bfloat16 (see :meth:`CNNLSTM.set_precision`).
+        ``precision="bf16"``: the run's inference is to run in bfloat16 (see :meth:`CNNLSTM.autocast`).
         """
+        check_precision(precision)
         for name in MODEL_FILES:
             if not (self.path / name).is_file():
                 raise ConfigError(f"{str(self.path)!r} is not a finished cnnlstm run: {name} is missing")
@@ -152,7 +156,7 @@ class RunFolder:
                 f"{self.path / 'model.safetensors'} or config.json is damaged ({type(e).__name__}: {e}): "
                 "train the run again, or restore the files"
             ) from None
-        return Run(self.path, model.eval().set_precision(precision), classes, data)
+        return Run(self.path, model.eval(), classes, data, precision)
 
 
 def load_run(run: str | Path, precision: str = "32") -> Run:
