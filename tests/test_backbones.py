@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pickle
+import re
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -464,8 +466,11 @@ def test_timm_backbone_in_cnnlstm(fake_timm, tmp_path):
 def test_adapters_without_the_package_name_the_extra(monkeypatch, spec, module):
     for name in (module, f"{module}.models"):
         monkeypatch.setitem(sys.modules, name, None)  # import fails even if the package is installed
-    with pytest.raises(MissingDependencyError, match=rf"'{module}.*pip install 'cnnlstm\[all\]'") as info:
+    with pytest.raises(MissingDependencyError, match=rf"'{module}.*pip install 'cnnlstm\[vision\]'") as info:
         build_backbone(spec, 3)
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    vision = re.search(r"^vision = \[(.*)\]$", pyproject, re.M)
+    assert vision and f'"{module}' in vision.group(1)  # the extra named really installs the package
     assert isinstance(info.value, ImportError)
     assert isinstance(info.value, CnnlstmError)
     with pytest.raises(MissingDependencyError, match=spec):
@@ -500,3 +505,4 @@ def test_fuzz_time_distributed_backbone_raises_shape_error(shape):
 def test_time_distributed_four_d_input_raises_shape_error():
     with pytest.raises(ShapeError):
         _TD(torch.zeros(1, 3, 16, 16))
+

@@ -267,7 +267,7 @@ def build_backbone(spec: str | nn.Module, in_channels: int, **options) -> nn.Mod
     if spec.startswith("torchvision:"):
         name = spec.split(":", 1)[1]
         weights = options.pop("weights", None)
-        tv = require("torchvision.models", "all", f"backbone {spec!r}")
+        tv = require("torchvision.models", "vision", f"backbone {spec!r}")
         model = tv.get_model(name, weights=None, **options)
         if weights is not None:
             load_weights(model, weights)
@@ -276,7 +276,7 @@ def build_backbone(spec: str | nn.Module, in_channels: int, **options) -> nn.Mod
     if spec.startswith("timm:"):
         name = spec.split(":", 1)[1]
         weights = options.pop("weights", None)
-        timm = require("timm", "all", f"backbone {spec!r}")
+        timm = require("timm", "vision", f"backbone {spec!r}")
         model = timm.create_model(name, pretrained=False, in_chans=in_channels, **options)
         if weights is not None:
             load_weights(model, weights)

@@ -13,7 +13,6 @@ import torch
 from click.testing import CliRunner
 
 import cnnlstm
-from cnnlstm.run import Kind, RunFolder
 from cnnlstm.cli import main
 from cnnlstm.data.datasets import stratified_split
 from cnnlstm.data.series import (
@@ -25,6 +24,7 @@ from cnnlstm.data.series import (
     load_series,
 )
 from cnnlstm.errors import DataError
+from cnnlstm.run import Kind, RunFolder
 
 
 def write(path: Path, text: str) -> Path:
@@ -583,8 +583,8 @@ def test_evaluate_a_series_run_on_a_missing_file(basic_motions_run, tmp_path):
 
 
 def test_save_sequence_round_trips_values_and_anomaly_labels(tmp_path):
-    from cnnlstm.data.series import load_sequence, save_sequence
     from cnnlstm.data.sequences import labelled_sequence
+    from cnnlstm.data.series import load_sequence, save_sequence
 
     rng = np.random.default_rng(0)
     v = rng.normal(size=(50, 3)).astype(np.float32)
