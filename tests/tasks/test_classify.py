@@ -99,14 +99,47 @@ def test_broken_files_are_named_and_counted(tiny_videos, fit_tiny, tmp_path):
     assert len(json.loads((tmp_path / "r" / "run.json").read_text())["skipped"]) == 3
 
 
-def test_a_class_without_a_readable_video_is_a_clear_error(tiny_videos, fit_tiny, tmp_path):
+def _copy(tiny_videos, tmp_path, *splits):
     import shutil
 
     data = tmp_path / "data"
-    shutil.copytree(Path(tiny_videos) / "train", data)
+    for split in splits:
+        shutil.copytree(Path(tiny_videos) / split, data / split if len(splits) > 1 else data)
+    return data
+
+
+def test_a_class_without_a_readable_video_is_refused_before_training(tiny_videos, fit_tiny, tmp_path):
+    data = _copy(tiny_videos, tmp_path, "train")
     for f in (data / "up-left").glob("*.mp4"):
         f.write_bytes(b"")
-    with pytest.raises(DataError, match="no readable training video for class"):
+    with pytest.raises(DataError, match=r"every class needs at least 2 readable training videos .*: up-left has 0\."):
+        fit_tiny(data, tmp_path / "r")
+    assert not (tmp_path / "r" / "checkpoints").exists()  # refused before any training
+
+
+def test_a_class_with_one_readable_video_is_refused(tiny_videos, fit_tiny, tmp_path):
+    data = _copy(tiny_videos, tmp_path, "train")
+    for f in sorted((data / "down-left").glob("*.mp4"))[1:]:
+        f.unlink()
+    with pytest.raises(DataError, match=r"down-left has 1\. Add videos, or remove the class folder"):
+        fit_tiny(data, tmp_path / "r")
+
+
+def test_a_single_class_is_refused(tiny_videos, fit_tiny, tmp_path):
+    import shutil
+
+    data = tmp_path / "one"
+    shutil.copytree(Path(tiny_videos) / "train" / "up-left", data / "up-left")
+    with pytest.raises(DataError, match=r"holds one class \(up-left\): a classifier needs at least 2"):
+        fit_tiny(data, tmp_path / "r")
+
+
+def test_a_test_class_that_training_lacks_is_refused_at_training_time(tiny_videos, fit_tiny, tmp_path):
+    import shutil
+
+    data = _copy(tiny_videos, tmp_path, "train", "test")
+    shutil.copytree(data / "test" / "up-left", data / "test" / "sideways")
+    with pytest.raises(DataError, match=r"test has class\(es\) that the training data lacks: sideways\."):
         fit_tiny(data, tmp_path / "r")
 
 

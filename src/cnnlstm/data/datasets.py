@@ -152,14 +152,14 @@ def find_videos(root: str | Path, split: str | None = None) -> tuple[list[VideoI
     has_splits = any((root / s).is_dir() for s in SPLITS)
     if has_splits:
         base = root / "train" if (root / "train").is_dir() else root / (split or "test")
-        classes = _class_names(base)
+        classes = class_names(base)
         folder = root / (split or "train")
         if not folder.is_dir():
             raise DataError(f"{root} has split folders but no {folder.name!r} split")
     else:
-        classes = _class_names(root)
+        classes = class_names(root)
         folder = root
-    present = _class_names(folder, allow_empty_root=True)
+    present = class_names(folder, allow_empty_root=True)
     unknown = sorted(set(present) - set(classes))
     if unknown:
         raise DataError(
@@ -180,7 +180,8 @@ def find_videos(root: str | Path, split: str | None = None) -> tuple[list[VideoI
     return items, classes, refused
 
 
-def _class_names(folder: Path, allow_empty_root: bool = False) -> list[str]:
+def class_names(folder: Path, allow_empty_root: bool = False) -> list[str]:
+    """The class folders of ``folder``, sorted (split folders and hidden ones left out)."""
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder")
     names = sorted(

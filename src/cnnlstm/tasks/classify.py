@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from ..build import preset
 from ..data.batch import series_loader, video_loader
-from ..data.datasets import ClipSpec, VideoDataset, stratified_split
+from ..data.datasets import ClipSpec, VideoDataset, class_names, stratified_split
 from ..data.transforms import ClipTransform
 from ..errors import DataError, require
 from ..model import CNNLSTM
@@ -19,7 +20,17 @@ from ..run import DataSpec, Kind, SeriesSpec, TrainSummary
 from ._lightning import TaskModule, start_run, train_run
 from .options import TrainOptions
 
-__all__ = ["SERIES_EPOCHS", "SERIES_TRAINING", "ClassifyModule", "fit_series", "fit_videos"]
+__all__ = [
+    "MIN_PER_CLASS",
+    "SERIES_EPOCHS",
+    "SERIES_TRAINING",
+    "ClassifyModule",
+    "check_trainable",
+    "fit_series",
+    "fit_videos",
+]
+
+MIN_PER_CLASS = 2  # readable training videos a class needs: one to learn from, one to validate on
 
 SERIES_EPOCHS = 300
 # small UCR-style training sets: many passes, and all of the training split trains (the last epoch is kept)
@@ -50,9 +61,10 @@ def _module(model: CNNLSTM, opts: TrainOptions, folder) -> ClassifyModule:
 
 
 def _video_split(data: str | Path, spec: ClipSpec, opts: TrainOptions) -> tuple[VideoDataset, VideoDataset, bool]:
-    """The training set (every file indexed), and the training and validation subsets; whether a val split was
+    """The training and validation sets, the data refused first if it cannot train; whether a val split was
     given."""
     full = VideoDataset.from_root(data, split="train", spec=spec, seed=opts.seed)
+    check_trainable(full, data)
     if (Path(data) / "val").is_dir():
         val = VideoDataset.from_root(data, split="val", spec=spec.for_scoring(), seed=opts.seed)
         if full.classes != val.classes:
@@ -60,6 +72,30 @@ def _video_split(data: str | Path, spec: ClipSpec, opts: TrainOptions) -> tuple[
         return full, val, True
     tr, va = stratified_split(full.labels, opts.val_fraction, opts.seed)
     return full.subset(tr), full.subset(va, spec=spec.for_scoring()), False
+
+
+def check_trainable(ds: VideoDataset, data: str | Path) -> None:
+    """Refuse, before any training, data a classifier cannot learn from: fewer than 2 classes, a class with fewer
+    than ``MIN_PER_CLASS`` readable videos, or a ``test/`` split with a class that the training data lacks."""
+    if len(ds.classes) < 2:
+        raise DataError(
+            f"{data} holds one class ({', '.join(ds.classes)}): a classifier needs at least 2, one folder each"
+        )
+    counts = Counter(ds.labels)
+    few = [f"{c} has {counts.get(i, 0)}" for i, c in enumerate(ds.classes) if counts.get(i, 0) < MIN_PER_CLASS]
+    if few:
+        raise DataError(
+            f"every class needs at least {MIN_PER_CLASS} readable training videos (one to learn from, one to "
+            f"validate on): {'; '.join(few)}. Add videos, or remove the class folder"
+        )
+    test = Path(data) / "test"
+    if test.is_dir():
+        unknown = sorted(set(class_names(test, allow_empty_root=True)) - set(ds.classes))
+        if unknown:
+            raise DataError(
+                f"{test} has class(es) that the training data lacks: {', '.join(unknown)}. The model could never "
+                "predict them: add training videos for them, or take them out of test/"
+            )
 
 
 def fit_videos(
@@ -88,10 +124,6 @@ def fit_videos(
     t0 = time.time()
     train_ds, val_ds, has_val = _video_split(data, spec, opts)
     classes = train_ds.classes
-    missing = sorted(set(range(len(classes))) - set(train_ds.labels))
-    if missing:
-        names = ", ".join(classes[i] for i in missing)
-        raise DataError(f"no readable training video for class(es) {names}: every file of theirs was skipped")
     if opts.augment or opts.flip:
         crop = (0.6, 1.0) if opts.augment else None
         train_ds.transform = ClipTransform(crop, opts.flip, spec.mean, spec.std, seed=opts.seed)
