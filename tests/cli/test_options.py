@@ -96,3 +96,18 @@ def test_one_precision_vocabulary():
     ]  # fmt: skip
     with pytest.raises(ValueError, match="unknown precision '8': expected one of 32, bf16, 16"):
         TrainOptions(precision="8")
+
+
+@pytest.mark.parametrize(
+    "text, seconds", [("90s", 90), ("15m", 900), ("1h30m", 5400), ("00:15:00", 900), ("01:00:00:00", 86400)]
+)
+def test_time_budgets_read_as_people_write_them(text, seconds):
+    from cnnlstm.tasks.options import parse_duration
+
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["soon", "0s", "-5m", ""])
+def test_a_bad_time_budget_says_how_to_write_one(text):
+    with pytest.raises(ValueError, match="max_time"):
+        TrainOptions(max_time=text)

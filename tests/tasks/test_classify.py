@@ -213,3 +213,22 @@ def test_ddp_two_processes_on_cpu_see_disjoint_shards(tiny_videos, tmp_path):
     assert len(seen[0] | seen[1]) == run["train_videos"]
     model = cl.CNNLSTM.from_pretrained(out)
     assert model(torch.zeros(1, 4, 3, 24, 24)).shape == (1, 8)
+
+
+def test_training_stops_when_the_validation_loss_stops_improving(tiny_videos, fit_tiny, tmp_path):
+    # lr 0: the weights never change, so once BatchNorm's running statistics settle the loss stops improving
+    summary = fit_tiny(tiny_videos, tmp_path / "r", epochs=40, lr=0.0, weight_decay=0.0, patience=2)
+    assert summary.epochs < 39 and summary.stopped == "the validation loss did not improve for 2 epochs"
+    assert summary.lines()[0].endswith("; stopped because the validation loss did not improve for 2 epochs")
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["stopped"] == summary.stopped
+
+
+def test_training_stops_at_its_time_budget_and_keeps_the_best_so_far(tiny_videos, fit_tiny, tmp_path):
+    summary = fit_tiny(tiny_videos, tmp_path / "r", epochs=1000, max_time="2s")
+    assert summary.stopped == "the time budget (2s) ran out" and summary.epochs < 1000
+    assert (tmp_path / "r" / "model.safetensors").is_file()
+
+
+def test_a_run_without_early_stopping_says_its_epochs_ran(tiny_run):
+    _, summary = tiny_run
+    assert summary.stopped == "the 1 epoch ran"

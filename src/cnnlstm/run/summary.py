@@ -34,6 +34,7 @@ class TrainSummary:
     held_out: list[str] | None = None
     index_seconds: float | None = None
     threshold: float | None = None
+    stopped: str | None = None  # why training ended
 
     @property
     def unit(self) -> str:
@@ -47,7 +48,7 @@ class TrainSummary:
             f"train_{self.unit}": self.train_items,
             f"val_{self.unit}": self.val_items,
         }
-        for k in ("held_out", "index_seconds", "threshold"):
+        for k in ("held_out", "index_seconds", "threshold", "stopped"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         d.update(
@@ -78,7 +79,7 @@ class TrainSummary:
                 f"{best} after {self.epochs} epochs, {self.train_items} train / {self.val_items} val {self.unit}, "
                 f"{self.seconds} s"
             )
-        out = [head]
+        out = [head + (f"; stopped because {self.stopped}" if self.stopped else "")]
         if kind.modality == "video":
             out.append(f"skipped {len(self.skipped)} file(s)" + (":" if self.skipped else ""))
             out += [f"  {s['path']}: {s['reason']}" for s in self.skipped]

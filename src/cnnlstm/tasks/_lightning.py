@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,12 @@ from ..data.batch import SkipLog, batch_input
 from ..errors import ConfigError, require
 from ..model import CNNLSTM
 from ..run import DataSpec, RunFolder, TrainSummary
-from .options import TrainOptions, lightning_precision
+from .options import TrainOptions, lightning_precision, parse_duration
 
 L = require("lightning.pytorch", "train", "training")
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO  # noqa: E402
 
-__all__ = ["AtomicCheckpointIO", "TaskModule", "fit_module", "start_run", "train_run", "write_run"]
+__all__ = ["AtomicCheckpointIO", "Fitted", "TaskModule", "fit_module", "start_run", "train_run", "write_run"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -118,12 +119,24 @@ def start_run(out: str | Path, opts: TrainOptions) -> tuple[RunFolder, Path | No
     return folder, folder.prepare(opts.resume, opts.overwrite)
 
 
+@dataclass
+class Fitted:
+    """How a fit went: epochs trained, whether the kept epoch was chosen on validation, and why it stopped."""
+
+    epochs: int
+    validated: bool
+    stopped: str
+
+
 def _trainer(folder: RunFolder, opts: TrainOptions, validates: bool):
     # the lowest validation loss, not the highest accuracy: accuracy saturates, and ties keep the first epoch
     monitor = {"monitor": "val_loss", "mode": "min"} if validates else {"monitor": None}
     ckpt = L.callbacks.ModelCheckpoint(
         dirpath=folder.checkpoints, filename="best", save_last=True, enable_version_counter=False, **monitor
     )
+    callbacks: list[Any] = [ckpt]
+    if opts.patience is not None and validates:
+        callbacks.append(L.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=opts.patience))
     logger = L.loggers.CSVLogger(save_dir=str(folder.path), name="logs")  # a version per resume: nothing overwritten
     trainer = L.Trainer(
         max_epochs=opts.epochs,
@@ -132,7 +145,8 @@ def _trainer(folder: RunFolder, opts: TrainOptions, validates: bool):
         strategy=opts.strategy,
         num_nodes=opts.num_nodes,
         precision=lightning_precision(opts.precision),
-        callbacks=[ckpt],
+        callbacks=callbacks,
+        max_time=parse_duration(opts.max_time) if opts.max_time else None,
         logger=logger,
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=opts.progress,
@@ -144,14 +158,25 @@ def _trainer(folder: RunFolder, opts: TrainOptions, validates: bool):
     return trainer, ckpt
 
 
+def _stop_reason(trainer, opts: TrainOptions) -> str:
+    """Why training ended: the validation loss stopped improving, the time budget ran out, or the epochs ran."""
+    early = next((c for c in trainer.callbacks if isinstance(c, L.callbacks.EarlyStopping)), None)
+    if early is not None and early.stopped_epoch > 0:
+        return f"the validation loss did not improve for {opts.patience} epochs"
+    timer = next((c for c in trainer.callbacks if isinstance(c, L.callbacks.Timer)), None)
+    if opts.max_time and timer is not None and timer.time_remaining() is not None and timer.time_remaining() <= 0:
+        return f"the time budget ({opts.max_time}) ran out"
+    return f"the {opts.epochs} epoch{'s' if opts.epochs != 1 else ''} ran"
+
+
 def fit_module(
     folder: RunFolder, module: TaskModule, loaders: tuple[Any, Any], opts: TrainOptions, resume_from: Path | None
-) -> tuple[int, bool] | None:
+) -> Fitted | None:
     """Fit ``module`` on ``loaders`` (train, val or None) through Lightning and load the kept weights into it:
     the epoch with the lowest validation loss, or the last one without validation.
 
     Returns:
-        (epochs trained, whether a best epoch was chosen on validation), or None on a non-zero rank.
+        How it went (:class:`Fitted`), or None on a non-zero rank.
     """
     train_loader, val_loader = loaders
     trainer, ckpt = _trainer(folder, opts, val_loader is not None)
@@ -161,14 +186,15 @@ def fit_module(
         return None
     best = ckpt.best_model_path if val_loader is not None and ckpt.best_model_path else ckpt.last_model_path
     module.load_state_dict(AtomicCheckpointIO().load_checkpoint(best or resume_from)["state_dict"])
-    return trainer.current_epoch, bool(ckpt.monitor and ckpt.best_model_score is not None)
+    validated = bool(ckpt.monitor and ckpt.best_model_score is not None)
+    return Fitted(trainer.current_epoch, validated, _stop_reason(trainer, opts))
 
 
 def write_run(
     folder: RunFolder,
     model: CNNLSTM,
     opts: TrainOptions,
-    fitted: tuple[int, bool],
+    fitted: Fitted,
     spec: DataSpec,
     classes: list[str],
     t0: float,
@@ -180,13 +206,13 @@ def write_run(
     """
     folder.write_model(model, classes, spec)
     curves, best_val = folder.write_curves()
-    epochs, validated = fitted
     return folder.write_summary(
         TrainSummary(
             kind=spec.kind,
             classes=list(classes),
-            best_val_acc=best_val if validated else None,
-            epochs=epochs,
+            best_val_acc=best_val if fitted.validated else None,
+            epochs=fitted.epochs,
+            stopped=fitted.stopped,
             seconds=round(time.time() - t0, 1),
             model=model.config.to_dict(),
             options=opts.to_dict(),

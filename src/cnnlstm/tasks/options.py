@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["PRECISIONS", "TrainOptions", "lightning_precision"]
+__all__ = ["PRECISIONS", "TrainOptions", "lightning_precision", "parse_duration"]
 
 # one vocabulary for every command: training autocasts as Lightning's mixed precision, inference as autocast
 PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"90s"``, ``"15m"``, ``"1h30m"``, ``"2h"`` or Lightning's ``"DD:HH:MM:SS"`` / ``"HH:MM:SS"`` as a time span."""
+    t = str(text).strip().lower()
+    if re.fullmatch(r"\d+(:\d{1,2}){1,3}", t):
+        parts = [int(p) for p in t.split(":")]
+        parts = [0] * (4 - len(parts)) + parts  # days, hours, minutes, seconds
+        span = timedelta(days=parts[0], hours=parts[1], minutes=parts[2], seconds=parts[3])
+    else:
+        m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?", t)
+        if not t or m is None:
+            raise ConfigError(f"max_time {text!r}: give a time such as 90s, 15m, 1h30m or 00:15:00 (HH:MM:SS)")
+        h, mi, se = (float(g) if g else 0.0 for g in m.groups())
+        span = timedelta(hours=h, minutes=mi, seconds=se)
+    if span <= timedelta(0):
+        raise ConfigError(f"max_time {text!r} must be a positive time")
+    return span
 
 
 def lightning_precision(precision: str) -> str:
@@ -45,6 +65,8 @@ class TrainOptions:
         resume: continue the run in the folder from its checkpoints/last.ckpt.
         overwrite: start again in a folder that already holds a run.
         progress: show Lightning's progress bar.
+        max_time: a time budget for training, e.g. 15m, 1h30m or 00:15:00; the kept model is the best so far.
+        patience: stop once the validation loss has not improved for this many epochs (default: never).
     """
 
     epochs: int = 10
@@ -64,9 +86,15 @@ class TrainOptions:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    max_time: str | None = None
+    patience: int | None = None
 
     def __post_init__(self):
         lightning_precision(self.precision)  # an unknown precision fails here, before any data is read
+        if self.max_time is not None:
+            parse_duration(self.max_time)
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience must be at least 1 epoch, got {self.patience}")
         if isinstance(self.devices, str) and self.devices.isdigit():
             self.devices = int(self.devices)
 
