@@ -26,6 +26,7 @@ the mean over tasks and the worst task).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -283,8 +284,11 @@ def main() -> None:
     ap.add_argument("--test-per-class", type=int, default=15)
     ap.add_argument("--data", default=None, help="Keep the videos here (default: a temporary folder).")
     ap.add_argument("--make-only", action="store_true", help="Write the videos and stop.")
+    ap.add_argument("--table-only", action="store_true", help="Rewrite video_suite.md from the saved results.")
     args = ap.parse_args()
     tasks, configs = args.tasks.split(","), args.configs.split(",")
+    if args.table_only:
+        return write(_saved(), args)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.data or tmp)
@@ -305,12 +309,29 @@ def main() -> None:
     if args.make_only:
         return
     here = machine()
+    new = {(r["task"], r["config"], r["seed"]) for r in rows}  # a measurement replaces the saved one, others stay
+    kept = [r for r in _saved() if (r["task"], r["config"], r["seed"]) not in new]
+    write([*kept, *[{**r, "processor": here.get("processor")} for r in rows]], args)
+
+
+def _saved() -> list[dict]:
+    path = RESULTS / "video_suite.json"
+    return json.loads(path.read_text())["rows"] if path.is_file() else []
+
+
+def write(rows: list[dict], args: argparse.Namespace) -> None:
+    """``results/video_suite.json`` and ``.md``: every saved row, tasks and configurations in the suite's order."""
+    here = machine()
+    tasks = [t for t in TASKS if any(r["task"] == t for r in rows)]
+    configs = [c for c in CONFIGS if any(r["config"] == c for r in rows)]
     lines = table(rows, configs, tasks)
+    processors = sorted({str(r.get("processor", here.get("processor"))) for r in rows})
     head = [
         "# Video suite",
         "",
-        f"`python bench/video_suite.py --seeds {args.seeds} --train-per-class {args.train_per_class}` on "
-        f"{here.get('processor')}, {here.get('cores')} cores. Test accuracy, mean over seeds.",
+        f"`python bench/video_suite.py` ({args.train_per_class} training and {args.test_per_class} test videos a "
+        f"class) on {', '.join(processors)}, {here.get('cores')} cores. Test accuracy, mean over seeds (macro-F1, "
+        "training seconds, seeds); the last row is the mean over tasks and the worst task.",
         "",
     ]
     (RESULTS / "video_suite.md").write_text("\n".join([*head, *lines]) + "\n")
