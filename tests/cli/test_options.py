@@ -111,3 +111,29 @@ def test_time_budgets_read_as_people_write_them(text, seconds):
 def test_a_bad_time_budget_says_how_to_write_one(text):
     with pytest.raises(ValueError, match="max_time"):
         TrainOptions(max_time=text)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "Error: epochs must be at least 1, got 0"),
+        (["--epochs", "-1"], "Error: epochs must be at least 1, got -1"),
+        (["--batch-size", "0"], "Error: batch_size must be at least 1, got 0"),
+        (["--lr", "-1"], "Error: lr and weight_decay cannot be negative, got -1.0 and 0.0001"),
+        (["--val-fraction", "1"], "Error: val_fraction is a share of the training data, 0 <= share < 1, got 1.0"),
+        (["--clip-len", "0"], "Error: clip_len (frames per clip) must be at least 1, got 0"),
+    ],
+)
+def test_misuse_is_one_line_before_any_data_is_read(args, message, monkeypatch):
+    from cnnlstm.tasks import entry
+
+    monkeypatch.setattr(entry, "is_series_source", lambda data: pytest.fail("the data was looked at"))
+    result = CliRunner().invoke(main, ["train", "vids", "--out", "runs/x", *args])
+    assert result.exit_code == 1 and result.output == message + "\n"
+
+
+@pytest.mark.parametrize("size", ["abc", "0", "3x4x5"])
+def test_a_bad_frame_size_says_how_to_give_one(size, fake_train):
+    result = CliRunner().invoke(main, ["train", "vids", "--out", "runs/x", "--size", size])
+    assert result.exit_code == 2 and "give a frame size as 112 or 112x112" in result.output
+    assert "8,16,3,112,112" not in result.output  # not the doctor's example

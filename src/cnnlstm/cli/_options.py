@@ -36,7 +36,10 @@ def parse_ints(text: str) -> tuple[int | None, ...]:
 
 def parse_size(text: str) -> tuple[int, int]:
     """``"112"`` or ``"112x96"`` → ``(H, W)``."""
-    parts = parse_ints(text)
+    try:
+        parts = parse_ints(text)
+    except click.BadParameter:
+        parts = ()
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2 or None in parts or min(parts) < 1:

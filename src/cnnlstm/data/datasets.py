@@ -70,8 +70,10 @@ class ClipSpec:
             raise ConfigError(f"unknown pad policy {self.pad!r}: expected one of {', '.join(PADS)}")
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
-        if self.clip_len < 1 or min(self.size) < 1:
-            raise ConfigError(f"clip_len and size must be positive, got {self.clip_len}, {self.size}")
+        if self.clip_len < 1:
+            raise ConfigError(f"clip_len (frames per clip) must be at least 1, got {self.clip_len}")
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ConfigError(f"size is a frame's (height, width) in pixels, both at least 1, got {self.size}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

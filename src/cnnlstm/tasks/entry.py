@@ -46,6 +46,9 @@ def train(
         horizon, lookback: forecasting: steps predicted and steps read.
     """
     given = dict(options or {})
+    # a misused option fails here, with its own message, before the data is looked at
+    TrainOptions(**given)
+    ClipSpec(**(clip or {}))
     if task == "forecast":
         from .forecast import FORECAST_TRAINING, fit_forecast
 

@@ -95,6 +95,13 @@ class TrainOptions:
             parse_duration(self.max_time)
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience must be at least 1 epoch, got {self.patience}")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("num_nodes", 1), ("workers", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        if self.lr < 0 or self.weight_decay < 0:
+            raise ConfigError(f"lr and weight_decay cannot be negative, got {self.lr} and {self.weight_decay}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction is a share of the training data, 0 <= share < 1, got {self.val_fraction}")
         if isinstance(self.devices, str) and self.devices.isdigit():
             self.devices = int(self.devices)
 
