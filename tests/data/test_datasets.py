@@ -385,8 +385,10 @@ def test_clip_spec_checks_and_round_trips_through_json():
         ClipSpec(pad="zero")
     with pytest.raises(ConfigError, match="channels must be 1 or 3, got 4"):
         ClipSpec(channels=4)
-    with pytest.raises(ConfigError, match="clip_len and size must be positive"):
+    with pytest.raises(ConfigError, match=r"clip_len \(frames per clip\) must be at least 1, got 0"):
         ClipSpec(clip_len=0)
+    with pytest.raises(ConfigError, match=r"size is a frame's \(height, width\) in pixels, both at least 1, got \(0, 5\)"):
+        ClipSpec(size=(0, 5))
 
 
 def test_stratified_split_keeps_every_class_in_both_splits():
