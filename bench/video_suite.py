@@ -44,6 +44,8 @@ LENGTHS = (20, 40)
 # configurations: the options given to the library, as a user would give them on the command line
 CONFIGS: dict[str, dict] = {
     "default": {},
+    # the library's model with the grid bridge, on the demo's short low-resolution clips
+    "grid-8x64": {"model": {"bridge": "grid"}, "clip": {"clip_len": 8, "size": (64, 64)}},
     "demo-model": {
         "model": {"backbone_channels": (16, 32, 64), "bridge": "grid", "hidden_size": 64},
         "clip": {"clip_len": 8, "size": (48, 48)},
