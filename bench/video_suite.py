@@ -88,8 +88,8 @@ def _sample(img: np.ndarray, cy: float, cx: float, h: int, w: int, scale: float 
 class Scene:
     """One video's canvas: a background view of a photo and patches pasted over it, frame by frame."""
 
-    def __init__(self, rng: np.random.Generator, photos: list[np.ndarray], h: int, w: int, frames: int):
-        self.rng, self.h, self.w, self.t = rng, h, w, frames
+    def __init__(self, rng: np.random.Generator, photos: list[np.ndarray], h: int, w: int, frames: int, digits=None):
+        self.rng, self.h, self.w, self.t, self.digits = rng, h, w, frames, digits
         self.bg, self.fg = (photos[0], photos[1]) if rng.random() < 0.5 else (photos[1], photos[0])
         self.cy = rng.uniform(0.3, 0.7) * self.bg.shape[0]
         self.cx = rng.uniform(0.3, 0.7) * self.bg.shape[1]
@@ -185,10 +185,11 @@ def periodic(s: Scene, label: str) -> np.ndarray:
     return s.video([s.paste(bg, patch, *((a, 0.5) if axis == 0 else (0.5, a))) for a in along])
 
 
-def digit_direction(s: Scene, label: str, digits: dict[int, list[np.ndarray]]) -> np.ndarray:
+def digit_direction(s: Scene, label: str) -> np.ndarray:
     digit, way = label.split("-")
     size = int(min(s.h, s.w) * 0.4)
-    src = digits[int(digit)][int(s.rng.integers(len(digits[int(digit)])))]
+    pool = s.digits[int(digit)]
+    src = pool[int(s.rng.integers(len(pool)))]
     patch, bg = s.patch(size, source=src), s.background() * 0.4
     return s.video([s.paste(bg, patch, *p) for p in _path(s.rng, s.t, DIRECTIONS[way], 0.5 / s.t)])
 
@@ -223,21 +224,16 @@ TASKS: dict[str, tuple[list[str], Callable]] = {
 
 def make_task(root: Path, task: str, train_per_class: int, test_per_class: int, seed: int = 0) -> Path:
     """Write ``root/train|test/CLASS/NNNN.mp4`` for ``task``; returns ``root``."""
-    from cnnlstm.data import write_video
+    from cnnlstm.data.synthetic import write_class_videos
 
     classes, render = TASKS[task]
     photos, digits = _photos(), _digits()
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", train_per_class), ("test", test_per_class)):
-        for label in classes:
-            folder = root / split / label
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                h, w = SIZES[int(rng.integers(len(SIZES)))]
-                scene = Scene(rng, photos, h, w, int(rng.integers(LENGTHS[0], LENGTHS[1] + 1)))
-                frames = render(scene, label, digits) if render is digit_direction else render(scene, label)
-                write_video(folder / f"{i:04d}.mp4", frames)
-    return root
+
+    def frames(split: str, label: str, rng: np.random.Generator, t: int, h: int, w: int) -> np.ndarray:
+        return render(Scene(rng, photos, h, w, t, digits), label)
+
+    split = {"train": train_per_class, "test": test_per_class}
+    return write_class_videos(root, split, classes, frames, np.random.default_rng(seed), SIZES, LENGTHS)
 
 
 # ----------------------------------------------------------------------------- training and scoring

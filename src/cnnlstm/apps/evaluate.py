@@ -34,9 +34,6 @@ class EvalResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
     modality: str = "video"
 
-    def __getitem__(self, key: str) -> Any:  # the dict of earlier versions: result["accuracy"]
-        return getattr(self, key)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -12,6 +12,7 @@ written as H.264 MP4 through :func:`cnnlstm.data.write_video`, the path users' v
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,14 @@ import numpy as np
 from ..errors import require
 from .video import write_video
 
-__all__ = ["ANOMALIES", "CLASSES", "make_anomaly_videos", "make_moving_digits", "moving_digit_frames"]
+__all__ = [
+    "ANOMALIES",
+    "CLASSES",
+    "make_anomaly_videos",
+    "make_moving_digits",
+    "moving_digit_frames",
+    "write_class_videos",
+]
 
 # (axis of motion, direction, which half): axis 0 = horizontal, 1 = vertical
 CLASSES = {
@@ -121,17 +129,38 @@ def make_moving_digits(
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(digits))
     pools = {"train": order[: len(order) * 3 // 4], "test": order[len(order) * 3 // 4 :]}
-    total = len(CLASSES) * (train_per_class + test_per_class)
-    done = 0
-    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
-        for label in CLASSES:
+
+    def render(split: str, label: str, rng: np.random.Generator, frames: int, h: int, w: int) -> np.ndarray:
+        digit = digits[int(rng.choice(pools[split]))]
+        return moving_digit_frames(label, digit, rng, frames, h, w)
+
+    write_class_videos(root, {"train": train_per_class, "test": test_per_class}, list(CLASSES), render, rng,
+                       sizes, lengths, progress)  # fmt: skip
+    return root
+
+
+def write_class_videos(
+    root: Path,
+    per_class: dict[str, int],
+    classes: list[str],
+    render: Callable[[str, str, np.random.Generator, int, int, int], np.ndarray],
+    rng: np.random.Generator,
+    sizes: tuple[tuple[int, int], ...],
+    lengths: tuple[int, int],
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Write ``root/SPLIT/CLASS/NNNN.mp4`` (H.264): ``per_class[SPLIT]`` videos of each class, each of a size
+    ``(H, W)`` drawn from ``sizes`` and a length drawn from ``lengths``, its frames
+    ``render(split, label, rng, frames, H, W) -> (T, H, W, 3)`` uint8."""
+    total, done = len(classes) * sum(per_class.values()), 0
+    for split, n in per_class.items():
+        for label in classes:
             folder = root / split / label
             folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
+            for i in range(n):
                 h, w = sizes[int(rng.integers(len(sizes)))]
-                n = int(rng.integers(lengths[0], lengths[1] + 1))
-                digit = digits[int(rng.choice(pools[split]))]
-                write_video(folder / f"{i:04d}.mp4", moving_digit_frames(label, digit, rng, n, h, w), fps=25)
+                frames = int(rng.integers(lengths[0], lengths[1] + 1))
+                write_video(folder / f"{i:04d}.mp4", render(split, label, rng, frames, h, w), fps=25)
                 done += 1
                 if progress is not None:
                     progress(done, total)

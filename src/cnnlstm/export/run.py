@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ class ExportResult:
     no_step: str | None = None  # why there is no streaming-step graph
     int8: dict[str, Any] | None = None
     sample: str = ""  # "real" or "random" clips behind the int8 agreement
-    extra: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"no streaming-step graph: {self.no_step}"] if self.no_step else []
