@@ -46,6 +46,24 @@ CONFIGS: dict[str, dict] = {
     "default": {},
     # the library's model with the grid bridge, on the demo's short low-resolution clips
     "grid-8x64": {"model": {"bridge": "grid"}, "clip": {"clip_len": 8, "size": (64, 64)}},
+    # the same trained until the validation loss stops improving
+    "grid-8x64-long": {
+        "model": {"bridge": "grid"},
+        "clip": {"clip_len": 8, "size": (64, 64)},
+        "options": {"epochs": 30, "patience": 6},
+    },
+    # frame differences beside the frames
+    "stack-long": {
+        "model": {"bridge": "grid", "motion": "stack"},
+        "clip": {"clip_len": 8, "size": (64, 64)},
+        "options": {"epochs": 30, "patience": 6},
+    },
+    # and motion-keeping augmentation with a warm-up
+    "stack-aug": {
+        "model": {"bridge": "grid", "motion": "stack"},
+        "clip": {"clip_len": 8, "size": (64, 64)},
+        "options": {"epochs": 30, "patience": 6, "augment": True, "schedule": "warmup-cosine"},
+    },
     "demo-model": {
         "model": {"backbone_channels": (16, 32, 64), "bridge": "grid", "hidden_size": 64},
         "clip": {"clip_len": 8, "size": (48, 48)},
@@ -256,6 +274,7 @@ def run_one(data: Path, out: Path, config: dict, seed: int) -> dict:
 
 def table(rows: list[dict], configs: list[str], tasks: list[str]) -> list[str]:
     """Markdown: tasks x configurations, mean test accuracy over seeds (macro-F1, training seconds)."""
+
     def cell(task: str, config: str) -> str:
         got = [r for r in rows if r["task"] == task and r["config"] == config]
         if not got:
@@ -278,8 +297,8 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--train-per-class", type=int, default=40)
-    ap.add_argument("--test-per-class", type=int, default=15)
+    ap.add_argument("--train-per-class", type=int, default=50)
+    ap.add_argument("--test-per-class", type=int, default=20)
     ap.add_argument("--data", default=None, help="Keep the videos here (default: a temporary folder).")
     ap.add_argument("--make-only", action="store_true", help="Write the videos and stop.")
     ap.add_argument("--table-only", action="store_true", help="Rewrite video_suite.md from the saved results.")
@@ -301,7 +320,8 @@ def main() -> None:
             for config in configs:
                 for seed in range(args.seeds):
                     r = run_one(data, Path(tmp) / "runs" / f"{task}-{config}-{seed}", CONFIGS[config], seed)
-                    rows.append({"task": task, "config": config, "seed": seed, **r})
+                    rows.append({"task": task, "config": config, "seed": seed, "train_per_class": args.train_per_class,
+                                 **r})  # fmt: skip
                     print(f"{task} {config} seed {seed}: accuracy {r['accuracy']:.3f}, "
                           f"{r['train_seconds']:.0f} s, {r['epochs']} epochs", flush=True)  # fmt: skip
     if args.make_only:
@@ -320,10 +340,12 @@ def _saved() -> list[dict]:
 def write(rows: list[dict], args: argparse.Namespace) -> None:
     """``results/video_suite.json`` and ``.md``: every saved row, tasks and configurations in the suite's order."""
     here = machine()
-    tasks = [t for t in TASKS if any(r["task"] == t for r in rows)]
-    configs = [c for c in CONFIGS if any(r["config"] == c for r in rows)]
-    lines = table(rows, configs, tasks)
-    processors = sorted({str(r.get("processor", here.get("processor"))) for r in rows})
+    # the table is of one data size (rows of other sizes stay in the JSON)
+    shown = [r for r in rows if r.get("train_per_class", 40) == args.train_per_class]
+    tasks = [t for t in TASKS if any(r["task"] == t for r in shown)]
+    configs = [c for c in CONFIGS if any(r["config"] == c for r in shown)]
+    lines = table(shown, configs, tasks)
+    processors = sorted({str(r.get("processor", here.get("processor"))) for r in shown})
     head = [
         "# Video suite",
         "",

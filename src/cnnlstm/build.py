@@ -32,6 +32,7 @@ from .backbones import build_backbone, time_stride
 from .config import CNNLSTMConfig
 from .errors import ConfigError, ShapeError
 from .layers.bridges import BRIDGES, Bridge, bridge
+from .layers.motion import FrameDifference
 from .layers.temporal import Head, Temporal, head
 from .layers.time_distributed import BN_POLICIES, TimeDistributed, freeze_batchnorm
 from .shapes import format_shape, infer
@@ -97,6 +98,7 @@ class ModelOptions:
         kernel_size: series: conv1d kernel size.
         causal: series: a model that can stream (causal convolutions, no pooling, one-way RNN).
         pool: series: max-pool time by this factor before the RNN.
+        motion: clips: none | diff | stack: frame differences in front of the CNN, alone or beside the frames.
     """
 
     backbone: str | None = None
@@ -112,12 +114,13 @@ class ModelOptions:
     kernel_size: int | None = None
     causal: bool | None = None
     pool: int | None = None
+    motion: str | None = None
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
-_TOP = ("backbone", "bridge", "rnn", "hidden_size", "num_layers", "bidirectional", "head", "dropout")
+_TOP = ("backbone", "bridge", "rnn", "hidden_size", "num_layers", "bidirectional", "head", "dropout", "motion")
 _BACKBONE = {"backbone_channels": "channels", "kernel_size": "kernel_size", "pool": "pool", "causal": "causal"}
 
 
@@ -163,6 +166,7 @@ class Parts:
 
     Attributes:
         config: the config that rebuilds them (names, options, shapes).
+        motion: the motion input in front of the CNN (:class:`FrameDifference`; mode ``"none"`` passes frames).
         backbone: the CNN; a :class:`TimeDistributed` for clips.
         bridge: from the backbone's feature maps to a sequence ``(N, T', F)``.
         rnn: the LSTM/GRU over the sequence.
@@ -171,6 +175,7 @@ class Parts:
     """
 
     config: CNNLSTMConfig
+    motion: FrameDifference
     backbone: nn.Module
     bridge: Bridge
     rnn: Temporal
@@ -219,6 +224,11 @@ def build_parts(
             )
     lay = L.parse(config.layout)
     sample = L.canonical_shape(config.input_shape, lay)  # (T, C, H, W) | (C, H, W) | (T, F)
+    motion = FrameDifference(config.motion)
+    if config.motion != "none":
+        if L.kind(lay) != "clip":
+            raise ConfigError(f"motion={config.motion!r} needs clips (frames over time); a {L.kind(lay)} has none")
+        sample = (sample[0], motion.channels(sample[1]), *sample[2:])  # what the CNN reads
     cnn = _backbone(config, sample, backbone, weights)
     feats = _feature_shape(cnn, config, sample)  # (1, *one sample's backbone output)
     b = _bridge(config, feats, bridge)
@@ -230,7 +240,7 @@ def build_parts(
             f"head={config.head!r} gives one output per step, but the backbone pools time by {time_stride(cnn)}: "
             "use backbone_options={'pool': 1}, or a head over the whole sequence (last, mean, attention)"
         )
-    return Parts(config, cnn, b, rnn, out, feats[1:])
+    return Parts(config, motion, cnn, b, rnn, out, feats[1:])
 
 
 def _config(

@@ -36,6 +36,7 @@ class CNNLSTMConfig:
     layout: str = "NTCHW"
     bn: str | None = None
     chunk_size: int | None = None
+    motion: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -79,6 +79,8 @@ class CNNLSTM(nn.Module):
         bn: BatchNorm policy of the backbone, ``"train"`` or ``"frozen"``; default ``"frozen"``
             when the backbone is loaded with weights, else ``"train"``.
         chunk_size: frames per backbone call at inference (None: all at once).
+        motion: clips: ``"none"``, ``"diff"`` (each frame's difference from the one before, in place of the
+            frame) or ``"stack"`` (frame and difference on the channel axis), in front of the backbone.
         backbone_options, bridge_options, head_options: passed to the part's builder.
 
     Shapes:
@@ -110,6 +112,7 @@ class CNNLSTM(nn.Module):
         layout: str = "NTCHW",
         bn: str | None = None,
         chunk_size: int | None = None,
+        motion: str = "none",
         backbone_options: dict[str, Any] | None = None,
         bridge_options: dict[str, Any] | None = None,
         head_options: dict[str, Any] | None = None,
@@ -129,12 +132,14 @@ class CNNLSTM(nn.Module):
             layout=layout,
             bn=bn,
             chunk_size=chunk_size,
+            motion=motion,
             backbone_options=backbone_options,
             bridge_options=bridge_options,
             head_options=head_options,
         )
         self.config = parts.config
         self.feature_shape = parts.feature_shape  # one sample's backbone output, e.g. (T, C', H', W')
+        self.motion = parts.motion  # frame differences in front of the backbone (mode "none": the frames)
         self.backbone = parts.backbone
         self.bridge = parts.bridge
         self.rnn = parts.rnn
@@ -271,6 +276,7 @@ class CNNLSTM(nn.Module):
     def _features(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         # a backbone whose forward takes lengths gets them (TimeDistributed skips padded frames, conv1d masks
         # padded steps); any other module is called on the tensor alone
+        x = self.motion(x)  # clip: (N, T, C or 2C, H, W); unchanged for motion="none"
         maps = self.backbone(x, lengths) if takes_lengths(self.backbone) else self.backbone(x)
         # clip: (N, T, C', H', W'); image: (N, C', H', W'); series: (N, T', F')
         return self.bridge(maps)  # (N, T', F)

@@ -70,20 +70,27 @@ class StepGraph(nn.Module):
         super().__init__()
         check_streamable(model)
         self.layout = model.layout
+        self.motion = model.motion  # frame differences: the step needs the stream's previous frame
         self.backbone = model.backbone  # TimeDistributed (a CNN per frame) or a causal conv1d stack
         self.bridge = model.bridge
         self.rnn = model.rnn.rnn
         self.head = model.head
 
     def step(
-        self, frame: torch.Tensor, state: tuple[torch.Tensor, ...] | None = None, caches: list | None = None
+        self,
+        frame: torch.Tensor,
+        state: tuple[torch.Tensor, ...] | None = None,
+        caches: list | None = None,
+        previous: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], list | None]:
         """Args: frame ``(N, C, H, W)`` or ``(N, F)`` (canonical); state ``(h[, c])``, each ``(layers, N, D)``,
-        None for a fresh stream; caches: what the backbone carries (a causal conv1d's last inputs), or None.
+        None for a fresh stream; caches: what the backbone carries (a causal conv1d's last inputs), or None;
+        previous: the stream's frame before this one, for a model with motion input (None at the start).
 
         Returns: the outputs ``(N, classes)`` (``(N, horizon, targets)`` for a forecast head), the new
         state and the new caches.
         """
+        frame = self.motion.step(frame, previous)  # (N, C or 2C, H, W); the frame itself without motion input
         maps, caches = self.backbone.step(frame, caches)  # (N, C', H', W') | (N, F')
         seq = self.bridge(maps.unsqueeze(1))  # (N, 1, F)
         lstm = isinstance(self.rnn, nn.LSTM)
@@ -122,6 +129,8 @@ class Streamer:
         self.state: tuple[torch.Tensor, ...] | None = None
         self.steps = 0
         self._caches: list[torch.Tensor] | None = None  # series: each causal conv's previous inputs
+        self._previous: torch.Tensor | None = None  # motion input: each stream's last frame
+        self._restart: torch.Tensor | None = None  # motion input: streams reset since the last step
 
     @property
     def rnn(self) -> nn.RNNBase:
@@ -162,7 +171,13 @@ class Streamer:
         Runs in the caller's precision: inside ``with model.autocast("bf16"):`` in bfloat16.
         """
         frames = self._frame_to_canonical(frames)
-        logits, new, self._caches = self.graph.step(frames, self.state, self._caches)
+        previous = self._previous
+        if previous is not None and self._restart is not None:  # restarted streams: as if at their first frame
+            previous = previous.index_copy(0, self._restart, frames.index_select(0, self._restart))
+        self._restart = None
+        logits, new, self._caches = self.graph.step(frames, self.state, self._caches, previous)
+        if self.model.config.motion != "none":
+            self._previous = frames
         # the carried state stays float32 (under bf16 the RNN hands back bfloat16)
         self.state = tuple(h.float() for h in new)
         self.steps += 1
@@ -171,7 +186,7 @@ class Streamer:
     def reset(self, streams: Sequence[int] | torch.Tensor | None = None) -> None:
         """Start over: all streams (None), or only those listed, while the others go on."""
         if streams is None:
-            self.state, self._caches, self.steps = None, None, 0
+            self.state, self._caches, self._previous, self._restart, self.steps = None, None, None, None, 0
             return
         if self.state is None:
             return
@@ -181,15 +196,22 @@ class Streamer:
         self.state = tuple(s.index_fill(1, idx, 0) for s in self.state)  # (layers, N, D)
         if self._caches is not None:
             self._caches = [c.index_fill(0, idx, 0) for c in self._caches]
+        if self._previous is not None:  # a restarted stream's next frame is its first: its difference is zero
+            self._restart = idx
 
     def get_state(self) -> dict[str, torch.Tensor]:
-        """The carried state, for a server that keeps many streams: ``{"h": (layers, N, D)[, "c": ...]}``."""
+        """The carried state, for a server that keeps many streams: ``{"h": (layers, N, D)[, "c": ...]}``, plus
+        ``"previous"`` (the last frames, ``(N, C, H, W)``) and ``"restart"`` (streams reset since) with motion input."""
         if self.state is None:
             return {}
         names = ("h", "c")
         out = {n: s.clone() for n, s in zip(names, self.state)}
         for i, c in enumerate(self._caches or []):
             out[f"conv{i}"] = c.clone()
+        if self._previous is not None:
+            out["previous"] = self._previous.clone()
+        if self._restart is not None:
+            out["restart"] = self._restart.clone()
         return out
 
     def set_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -207,3 +229,5 @@ class Streamer:
         self.state = tuple(p.clone() for p in parts)
         convs = sorted((k for k in state if k.startswith("conv")), key=lambda k: int(k[4:]))
         self._caches = [state[k].clone() for k in convs] or None
+        self._previous = state["previous"].clone() if "previous" in state else None
+        self._restart = state["restart"].clone() if "restart" in state else None

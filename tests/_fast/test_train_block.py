@@ -132,7 +132,10 @@ def test_fused_training_block_under_bf16_autocast_equals_the_plain_chain():
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     out.float().sum().backward()
     ref.float().sum().backward()
-    torch.testing.assert_close(block[0].weight.grad, plain[0].weight.grad, rtol=1e-5, atol=1e-5)
+    # the weight's gradient is reduced over the batch in bfloat16, in an order that differs between CPUs (exact on
+    # an Intel Xeon with AMX, a few bfloat16 steps apart on an AMD EPYC): equal to bfloat16's resolution
+    g, want = block[0].weight.grad, plain[0].weight.grad
+    torch.testing.assert_close(g, want, rtol=0, atol=float(want.abs().max()) * 2**-7)
     torch.testing.assert_close(block[1].running_var, plain[1].running_var, rtol=0, atol=1e-6)
 
 

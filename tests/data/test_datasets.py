@@ -530,3 +530,24 @@ def test_moving_digits_move_as_their_class_says(digits_root, split):
     assert np.sign(backwards[-1, 1] - backwards[0, 1]) == np.sign(left[-1, 1] - left[0, 1])
     down = _centroids(_read(digits_root, split, "down-left"))
     assert down[-1, 0] - down[0, 0] > 10 and down[:, 1].max() < 32  # y grows, in the left half
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_colour_jitter_is_one_change_for_the_whole_clip(seed):
+    rng = np.random.default_rng(seed)
+    frame = rng.integers(40, 200, (1, 6, 8, 3), dtype=np.uint8)
+    clip = np.concatenate([frame, frame, frame])  # three identical frames
+    plain = ClipTransform(mean=(0.0,) * 3, std=(1.0,) * 3)(clip)
+    out = ClipTransform(color=0.3, mean=(0.0,) * 3, std=(1.0,) * 3, seed=seed)(clip)
+    assert not torch.allclose(out, plain)  # the colours changed
+    for t in (1, 2):
+        torch.testing.assert_close(out[t], out[0], rtol=0, atol=0)  # the same way in every frame
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_colour_jitter_keeps_a_moving_edge_where_it_is():
+    clip = np.zeros((2, 4, 8, 3), np.uint8)
+    clip[0, :, :3], clip[1, :, :5] = 200, 200  # a bright bar grows to the right: that is the motion
+    out = ClipTransform(color=0.4, mean=(0.0,) * 3, std=(1.0,) * 3, seed=1)(clip)
+    diff = (out[1] - out[0]).abs().sum(dim=(0, 1))  # (W,)
+    assert set(torch.nonzero(diff > 1e-6).flatten().tolist()) == {3, 4}

@@ -221,3 +221,20 @@ def test_any_non_positive_frames_t_or_stride_raises_config_error(frames, t, stri
                 call()
         else:
             assert all(len(w) >= 1 for w in np.atleast_2d(call()))
+
+
+@settings(max_examples=30, deadline=None)
+@given(frames=st.integers(1, 200), t=st.integers(1, 32), seed=st.integers(0, 99))
+def test_jittered_uniform_clips_stay_evenly_spaced_within_the_video(frames, t, seed):
+    rng = np.random.default_rng(seed)
+    idx = sample(frames, t, "uniform", rng=rng, jitter=True)[0]
+    assert len(idx) == t and idx.min() >= 0 and idx.max() < frames
+    if frames >= t:  # evenly spaced: every step is the segment length, rounded down or up
+        assert set(np.diff(idx).tolist()) <= {frames // t, -(-frames // t)}
+
+
+def test_jitter_moves_the_clip_and_without_it_the_clip_is_the_middle_one():
+    rng = np.random.default_rng(0)
+    drawn = {tuple(sample(100, 4, "uniform", rng=rng, jitter=True)[0]) for _ in range(20)}
+    assert len(drawn) > 5
+    assert sample(100, 4, "uniform", rng=rng)[0].tolist() == uniform_indices(100, 4).tolist() == [12, 37, 62, 87]

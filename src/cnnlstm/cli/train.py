@@ -7,15 +7,16 @@ import click
 from ..build import ModelOptions
 from ..data.datasets import ClipSpec
 from ..data.sampling import PADS, SAMPLINGS
+from ..layers.motion import MOTIONS
 from ..layers.temporal import RNNS
-from ..tasks.options import PRECISIONS, TrainOptions
+from ..tasks.options import PRECISIONS, SCHEDULES, TrainOptions
 from ._app import anomaly, echo_lines, library_errors, main, setup_logging
 from ._options import given, options_from, parse_size
 
 __all__ = ["anomaly_fit", "train"]
 
 MODEL_CHOICES = {"bridge": ["gap", "gmp", "grid", "flatten", "attention", "none"], "rnn": list(RNNS),
-                 "head": ["last", "mean", "attention"]}  # fmt: skip
+                 "head": ["last", "mean", "attention"], "motion": list(MOTIONS)}  # fmt: skip
 
 
 def _print_summary(summary, out) -> None:
@@ -42,7 +43,7 @@ def _print_summary(summary, out) -> None:
 @options_from(
     TrainOptions,
     exclude=("progress",),
-    choices={"precision": list(PRECISIONS)},
+    choices={"precision": list(PRECISIONS), "schedule": list(SCHEDULES)},
     notes={"epochs": "(series: 300, forecast: 200)", "val_fraction": "(series: 0)", "lr": "(forecast: 0.003)"},
 )
 @library_errors

@@ -255,8 +255,9 @@ class VideoDataset(torch.utils.data.Dataset):
         transform: uint8 ``(T, H, W, C)`` → float ``(T, C, H, W)``; default normalises by ``spec``.
         probe_workers: threads for the parallel probe.
         refused: paths already refused while indexing, counted with the skipped ones.
-        seed: seeds ``random`` sampling.
+        seed: seeds ``random`` sampling and jitter.
         infos: the items' probes when the caller has them (no second probe).
+        jitter: for training: ``uniform`` clips start at a random place in the first segment.
 
     Attributes:
         skipped: ``(path, reason)`` of every file left out while indexing.
@@ -274,8 +275,10 @@ class VideoDataset(torch.utils.data.Dataset):
         seed: int | None = None,
         warn: bool = True,
         infos: Sequence[VideoInfo] | None = None,
+        jitter: bool = False,
     ):
         self.classes = list(classes)
+        self.jitter = jitter
         self.spec = spec or ClipSpec()
         self.transform = transform or ClipTransform(mean=self.spec.mean, std=self.spec.std)
         self.skipped: list[tuple[str, str]] = list(refused)
@@ -341,7 +344,7 @@ class VideoDataset(torch.utils.data.Dataset):
         """The frame indices of item ``i``: one array, or one per window for ``dense`` sampling."""
         first, n = self._range(i)
         s = self.spec
-        return [first + w for w in sample(n, s.clip_len, s.sampling, s.stride, self._rng, s.pad)]
+        return [first + w for w in sample(n, s.clip_len, s.sampling, s.stride, self._rng, s.pad, self.jitter)]
 
     def load(self, i: int, indices: np.ndarray) -> torch.Tensor:
         """Decode and transform the frames of item ``i`` at ``indices``: ``(T, C, H, W)`` float."""

@@ -42,8 +42,9 @@ def _pad(idx: np.ndarray, t: int, pad: str) -> np.ndarray:
     return np.concatenate([idx, np.full(t - len(idx), idx[-1], dtype=idx.dtype)])
 
 
-def uniform_indices(frames: int, t: int, pad: str = "repeat") -> np.ndarray:
-    """The middle frame of each of ``T`` equal segments of the video.
+def uniform_indices(frames: int, t: int, pad: str = "repeat", offset: float = 0.5) -> np.ndarray:
+    """The middle frame of each of ``T`` equal segments of the video (``offset`` 0.5; training jitters it in
+    ``[0, 1)``: the same place in every segment, so the frames stay evenly spaced).
 
     >>> uniform_indices(100, 4).tolist()
     [12, 37, 62, 87]
@@ -55,7 +56,7 @@ def uniform_indices(frames: int, t: int, pad: str = "repeat") -> np.ndarray:
     _check(frames, t, pad=pad)
     if frames < t and pad == "lengths":
         return np.arange(frames)
-    return np.floor((np.arange(t) + 0.5) * frames / t).astype(np.int64)
+    return np.minimum(np.floor((np.arange(t) + offset) * frames / t), frames - 1).astype(np.int64)
 
 
 def random_indices(
@@ -106,14 +107,17 @@ def sample(
     stride: int = 1,
     rng: np.random.Generator | None = None,
     pad: str = "repeat",
+    jitter: bool = False,
 ) -> list[np.ndarray]:
-    """One or more index arrays for a video of ``frames`` frames, by sampling strategy ``how``.
+    """One or more index arrays for a video of ``frames`` frames, by sampling strategy ``how``; ``jitter``
+    (training) draws ``uniform``'s place in each segment from ``rng``.
 
     Returns:
         A list of index arrays: one for ``uniform`` and ``random``, one per window for ``dense``.
     """
     if how == "uniform":
-        return [uniform_indices(frames, t, pad)]
+        offset = float((rng or np.random.default_rng()).uniform(0.0, 1.0)) if jitter else 0.5
+        return [uniform_indices(frames, t, pad, offset)]
     if how == "random":
         return [random_indices(frames, t, stride, rng, pad)]
     if how == "dense":

@@ -20,12 +20,15 @@ class ClipTransform:
             (the same crop for every frame), resized back to ``(H, W)``; None: no crop.
         flip: random horizontal flip (the same for every frame). Off by default: it changes
             the meaning of left/right motion.
+        color: for training, colour jitter of this strength (brightness, contrast and saturation each
+            scaled by a factor in ``[1 - color, 1 + color]``, the same for every frame); None: none.
         mean, std: per-channel normalisation after scaling to ``[0, 1]``.
         seed: seeds the augmentation's random numbers (None: fresh randomness).
     """
 
     crop_scale: tuple[float, float] | None = None
     flip: bool = False
+    color: float | None = None
     mean: tuple[float, ...] = (0.45, 0.45, 0.45)
     std: tuple[float, ...] = (0.225, 0.225, 0.225)
     seed: int | None = None
@@ -48,6 +51,19 @@ class ClipTransform:
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)  # (T, C, H, W)
         if self.flip and self._rng.random() < 0.5:
             x = x.flip(-1)
+        if self.color:
+            x = self._jitter(x)
         mean = torch.tensor(self.mean[:c] if len(self.mean) >= c else self.mean[:1] * c).view(1, c, 1, 1)
         std = torch.tensor(self.std[:c] if len(self.std) >= c else self.std[:1] * c).view(1, c, 1, 1)
         return (x - mean) / std  # (T, C, H, W)
+
+    def _jitter(self, x: torch.Tensor) -> torch.Tensor:
+        """Brightness, contrast and saturation of ``(T, C, H, W)`` in ``[0, 1]``, one draw for the whole clip."""
+        b, c, s = self._rng.uniform(1 - self.color, 1 + self.color, 3)
+        x = x * float(b)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True).mean(dim=0, keepdim=True)  # one level for the clip: no flicker
+        x = (x - mean) * float(c) + mean
+        if x.shape[1] == 3:
+            gray = x.mean(dim=1, keepdim=True)
+            x = (x - gray) * float(s) + gray
+        return x.clamp_(0.0, 1.0)

@@ -56,6 +56,7 @@ class TaskModule(L.LightningModule):
         lr, weight_decay: AdamW's.
         max_epochs: for the cosine learning-rate schedule.
         seen_dir: where each rank writes the data indices it trained on in its first epoch.
+        schedule: the learning rate over training (:data:`~cnnlstm.tasks.options.SCHEDULES`).
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class TaskModule(L.LightningModule):
         weight_decay: float = 1e-4,
         max_epochs: int = 10,
         seen_dir: str | None = None,
+        schedule: str = "cosine",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -107,8 +109,26 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.max_epochs))
-        return {"optimizer": opt, "lr_scheduler": sched}
+        schedule = self.hparams.get("schedule", "cosine")  # checkpoints from before the option: cosine
+        if schedule == "constant":
+            return opt
+        if schedule == "cosine":  # per epoch, over the epochs asked for
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.max_epochs))
+            return {"optimizer": opt, "lr_scheduler": sched}
+        total = max(2, int(self.trainer.estimated_stepping_batches))  # optimizer steps over all the epochs
+        if schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total)
+        else:  # warmup-cosine: linear from a tenth over the first 5% of steps (at least 10), then cosine to zero
+            warm = min(max(10, total // 20), total - 1)
+            sched = torch.optim.lr_scheduler.SequentialLR(
+                opt,
+                [
+                    torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=warm),
+                    torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total - warm),
+                ],
+                milestones=[warm],
+            )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def start_run(out: str | Path, opts: TrainOptions) -> tuple[RunFolder, Path | None]:

@@ -152,7 +152,14 @@ def fit_anomaly(
     kind = "video" if Path(src).is_dir() else "series"
     normal = _normal_videos(src, opts, size, clip_len) if kind == "video" else _normal_series(src, opts, window)
     train_target = {k: v for k, v in normal.target.items() if k != "relative"}
-    module = AnomalyModule(normal.model.config.to_dict(), opts.lr, opts.weight_decay, opts.epochs, target=train_target)
+    module = AnomalyModule(
+        normal.model.config.to_dict(),
+        opts.lr,
+        opts.weight_decay,
+        opts.epochs,
+        target=train_target,
+        schedule=opts.schedule,
+    )
     fitted = fit_module(folder, module, (normal.loader, None), opts, resume_from)
     if fitted is None:
         return None

@@ -57,7 +57,9 @@ class ClassifyModule(TaskModule):
 
 def _module(model: CNNLSTM, opts: TrainOptions, folder) -> ClassifyModule:
     seen = str(folder.logs / "seen")
-    return ClassifyModule(model.config.to_dict(), opts.lr, opts.weight_decay, opts.epochs, seen_dir=seen)
+    return ClassifyModule(
+        model.config.to_dict(), opts.lr, opts.weight_decay, opts.epochs, seen_dir=seen, schedule=opts.schedule
+    )
 
 
 def _video_split(data: str | Path, spec: ClipSpec, opts: TrainOptions) -> tuple[VideoDataset, VideoDataset, bool]:
@@ -125,8 +127,9 @@ def fit_videos(
     train_ds, val_ds, has_val = _video_split(data, spec, opts)
     classes = train_ds.classes
     if opts.augment or opts.flip:
-        crop = (0.6, 1.0) if opts.augment else None
-        train_ds.transform = ClipTransform(crop, opts.flip, spec.mean, spec.std, seed=opts.seed)
+        crop, color = ((0.6, 1.0), 0.2) if opts.augment else (None, None)
+        train_ds.transform = ClipTransform(crop, opts.flip, color, spec.mean, spec.std, seed=opts.seed)
+        train_ds.jitter = opts.augment
     index_time = time.time() - t0
     shape = (spec.clip_len, spec.channels, *spec.size)
     model = CNNLSTM(**{**(model_options or {}), "input_shape": shape, "layout": "NTCHW", "num_classes": len(classes)})

@@ -86,7 +86,7 @@ def fit_forecast(
     kw.update(layout="NTF", input_shape=(lookback, values.shape[1]), head="forecast", num_classes=len(targets))
     kw["head_options"] = {"horizon": horizon}
     model = CNNLSTM(**kw)
-    module = ForecastModule(model.config.to_dict(), opts.lr, opts.weight_decay, opts.epochs)
+    module = ForecastModule(model.config.to_dict(), opts.lr, opts.weight_decay, opts.epochs, schedule=opts.schedule)
     loader = window_loader(x, y, opts.batch_size, opts.seed)  # (N, lookback, F) -> (N, horizon, k)
     spec = DataSpec(
         Kind.SERIES_FORECAST,

@@ -9,7 +9,10 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["PRECISIONS", "TrainOptions", "lightning_precision", "parse_duration"]
+__all__ = ["PRECISIONS", "SCHEDULES", "TrainOptions", "lightning_precision", "parse_duration"]
+
+# the learning rate over a run: cosine per epoch; a linear warm-up then cosine per step; one-cycle; constant
+SCHEDULES = ("cosine", "warmup-cosine", "onecycle", "constant")
 
 # one vocabulary for every command: training autocasts as Lightning's mixed precision, inference as autocast
 PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
@@ -48,14 +51,16 @@ class TrainOptions:
     """How a run trains (the help of ``cnnlstm train``'s options comes from these lines).
 
     Attributes:
-        epochs: passes over the training data (AdamW on a cosine schedule over them).
+        epochs: passes over the training data (the most, where early stopping is on).
         batch_size: clips or series per step.
         lr: AdamW's learning rate.
         weight_decay: AdamW's weight decay.
         workers: DataLoader processes decoding video.
         seed: seeds the split, the shuffling, the weights and the augmentation.
         val_fraction: share held out for validation when there is no val split (0: all trains, the last epoch is kept).
-        augment: random resized crops, the same for all frames of a clip.
+        schedule: the learning rate over the epochs: cosine | warmup-cosine | onecycle | constant.
+        augment: random resized crops and colour jitter, the same for all frames of a clip, and jittered frame
+            indices (the clip's frames stay evenly spaced).
         flip: random horizontal flips (changes left/right motion!).
         devices: Lightning: a count, a list, or auto.
         strategy: Lightning: ddp, ddp_spawn, auto, ...
@@ -73,6 +78,7 @@ class TrainOptions:
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    schedule: str = "cosine"
     workers: int = 2
     seed: int = 0
     val_fraction: float = 0.2
@@ -91,6 +97,8 @@ class TrainOptions:
 
     def __post_init__(self):
         lightning_precision(self.precision)  # an unknown precision fails here, before any data is read
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
         if self.max_time is not None:
             parse_duration(self.max_time)
         if self.patience is not None and self.patience < 1:
