@@ -43,10 +43,18 @@ def echo_lines(lines: Iterable[str]) -> None:
     click.echo("\n".join(lines))
 
 
+class _Plain(logging.Formatter):
+    """Progress (INFO) as it is; warnings and errors after their level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return text if record.levelno == logging.INFO else f"{record.levelname}: {text}"
+
+
 def setup_logging() -> None:
     """Skipped files and other warnings of cnnlstm reach the terminal; Lightning's chatter does not."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setFormatter(_Plain())
     log = logging.getLogger("cnnlstm")
     if not log.handlers:
         log.addHandler(handler)

@@ -7,8 +7,13 @@ logs it, counts skipped files, records the data its rank saw, and sets up AdamW 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import sys
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,73 @@ from .options import TrainOptions, lightning_precision, parse_duration
 L = require("lightning.pytorch", "train", "training")
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO  # noqa: E402
 
-__all__ = ["AtomicCheckpointIO", "Fitted", "TaskModule", "fit_module", "start_run", "train_run", "write_run"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "EpochLines",
+    "Fitted",
+    "TaskModule",
+    "fit_module",
+    "lightning_voice",
+    "start_run",
+    "train_run",
+    "write_run",
+]
+
+log = logging.getLogger("cnnlstm")
+
+# what Lightning says on every run that a user of cnnlstm cannot act on: the accelerators it found, an ad for its
+# cloud logger, a deprecation inside Lightning itself, advice about DataLoader workers (cnnlstm chooses them) and
+# the validation loop skipped where a run trains on all its data by design
+_LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+_LIGHTNING_WARNINGS = (
+    r".*LeafSpec.*",
+    r".*does not have many workers.*",
+    r".*have no `val_dataloader`.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*The number of training batches .* is smaller than the logging interval.*",
+)
+
+
+@contextlib.contextmanager
+def lightning_voice(verbose: bool = False) -> Iterator[None]:
+    """Lightning's own info lines and routine warnings, silenced for the ``with`` block unless ``verbose``.
+
+    Errors and warnings that point at a problem (anything not in the routine list) still come through.
+    """
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for pattern in _LIGHTNING_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+class EpochLines(L.Callback):
+    """One log line per epoch (the epoch, its losses and accuracies, its seconds): the progress shown where a
+    progress bar cannot redraw itself (output to a file or a pipe)."""
+
+    def __init__(self, epochs: int):
+        self.epochs, self._t0 = epochs, time.time()
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._t0 = time.time()
+
+    def on_train_epoch_end(self, trainer, module) -> None:  # after the epoch's validation
+        if not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        names = ("train_loss_epoch", "train_acc", "val_loss", "val_acc")
+        shown = ", ".join(f"{n.removesuffix('_epoch')} {float(m[n]):.3f}" for n in names if n in m)
+        log.info("epoch %d/%d: %s (%.1f s)", trainer.current_epoch + 1, self.epochs, shown, time.time() - self._t0)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -157,6 +228,9 @@ def _trainer(folder: RunFolder, opts: TrainOptions, validates: bool):
     callbacks: list[Any] = [ckpt]
     if opts.patience is not None and validates:
         callbacks.append(L.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=opts.patience))
+    bar = opts.progress and sys.stderr.isatty()  # a bar that redraws itself only on a terminal
+    if opts.progress and not bar:
+        callbacks.append(EpochLines(opts.epochs))
     logger = L.loggers.CSVLogger(save_dir=str(folder.path), name="logs")  # a version per resume: nothing overwritten
     trainer = L.Trainer(
         max_epochs=opts.epochs,
@@ -169,7 +243,7 @@ def _trainer(folder: RunFolder, opts: TrainOptions, validates: bool):
         max_time=parse_duration(opts.max_time) if opts.max_time else None,
         logger=logger,
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=opts.progress,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
@@ -199,9 +273,10 @@ def fit_module(
         How it went (:class:`Fitted`), or None on a non-zero rank.
     """
     train_loader, val_loader = loaders
-    trainer, ckpt = _trainer(folder, opts, val_loader is not None)
     resume = str(resume_from) if resume_from else None
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+    with lightning_voice(opts.verbose):
+        trainer, ckpt = _trainer(folder, opts, val_loader is not None)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if not trainer.is_global_zero:
         return None
     best = ckpt.best_model_path if val_loader is not None and ckpt.best_model_path else ckpt.last_model_path

@@ -69,7 +69,8 @@ class TrainOptions:
         accelerator: Lightning: cpu | gpu | auto.
         resume: continue the run in the folder from its checkpoints/last.ckpt.
         overwrite: start again in a folder that already holds a run.
-        progress: show Lightning's progress bar.
+        progress: show progress: Lightning's bar on a terminal, one line per epoch elsewhere.
+        verbose: show Lightning's own messages and routine warnings.
         max_time: a time budget for training, e.g. 15m, 1h30m or 00:15:00; the kept model is the best so far.
         patience: stop once the validation loss has not improved for this many epochs (default: never).
     """
@@ -92,6 +93,7 @@ class TrainOptions:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    verbose: bool = False
     max_time: str | None = None
     patience: int | None = None
 

@@ -1,0 +1,38 @@
+"""What ``cnnlstm train`` prints when its output goes to a file: one line per epoch and the summary, not
+Lightning's chatter or a progress bar's redraws."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+TINY = ["--epochs", "2", "--size", "24", "--clip-len", "4", "--backbone-channels", "4,8", "--hidden-size", "8",
+        "--bridge", "grid", "--workers", "0"]  # fmt: skip
+NOISE = ("GPU available", "TPU available", "litlogger", "LeafSpec", "does not have many workers", "Traceback", "\r")
+
+
+def _train(data, out, *extra) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "cnnlstm.cli", "train", str(data), "--out", str(out), *TINY, *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_redirected_run_prints_one_line_per_epoch_and_no_lightning_chatter(tiny_videos, tmp_path):
+    text = _train(tiny_videos, tmp_path / "r")
+    for noise in NOISE:
+        assert noise not in text, (noise, text)
+    lines = text.splitlines()
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [e.split(":")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"], text
+    assert "val_loss" in epochs[1] and "train_acc" in epochs[1]
+    assert any(line.startswith("best val accuracy") for line in lines)
+
+
+@pytest.mark.slow
+def test_verbose_shows_what_lightning_says(tiny_videos, tmp_path):
+    text = _train(tiny_videos, tmp_path / "r", "--verbose")
+    assert "GPU available" in text
