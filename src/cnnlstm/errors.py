@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "ExportError",
+    "Interrupted",
     "MissingDependencyError",
     "ShapeError",
     "VideoError",
@@ -43,6 +44,15 @@ class DataError(CnnlstmError, ValueError):
 
 class ExportError(CnnlstmError):
     """An exported model does not match PyTorch (verification failed), or the export itself failed."""
+
+
+class Interrupted(CnnlstmError):
+    """Training was stopped by Ctrl-C or SIGTERM; the best model so far is in the run folder and ``--resume``
+    continues. ``summary`` is the run's :class:`~cnnlstm.run.TrainSummary` (None where no epoch ended)."""
+
+    def __init__(self, message: str, summary=None):
+        super().__init__(message)
+        self.summary = summary
 
 
 class MissingDependencyError(CnnlstmError, ImportError):

@@ -1,6 +1,7 @@
 """What ``cnnlstm train`` prints when its output goes to a file: one line per epoch and the summary, not
 Lightning's chatter or a progress bar's redraws."""
 
+import json
 import os
 import subprocess
 import sys
@@ -36,3 +37,35 @@ def test_a_redirected_run_prints_one_line_per_epoch_and_no_lightning_chatter(tin
 def test_verbose_shows_what_lightning_says(tiny_videos, tmp_path):
     text = _train(tiny_videos, tmp_path / "r", "--verbose")
     assert "GPU available" in text
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_best_model_and_says_how_to_resume(tiny_videos, tmp_path):
+    import signal
+    import time
+
+    from cnnlstm import CNNLSTM
+
+    out = tmp_path / "r"
+    args = [a if a != "2" else "200" for a in TINY]  # far more epochs than the test waits for
+    cmd = [sys.executable, "-m", "cnnlstm.cli", "train", str(tiny_videos), "--out", str(out), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "last.ckpt").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in text, text
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("Error: interrupted after ") and last.endswith("--resume"), text
+    assert f"--out {out}" in last and "--epochs 200" in last
+    CNNLSTM.from_pretrained(out)  # the best model so far, loadable
+    run = json.loads((out / "run.json").read_text())
+    assert run["stopped"] == "it was interrupted"
+    # --resume continues from the last checkpoint, to the epochs asked for
+    again = [a if a != "200" else str(run["epochs"] + 2) for a in args]
+    done = subprocess.run([*cmd[:7], *again, "--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "run.json").read_text())["epochs"] == run["epochs"] + 2

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import shlex
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
 
 from .. import __version__
-from ..errors import CnnlstmError
+from ..errors import CnnlstmError, Interrupted
 
 __all__ = ["anomaly", "echo_lines", "library_errors", "main", "setup_logging"]
 
@@ -33,6 +35,10 @@ def library_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except Interrupted as e:
+            again = [a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")] + ["--resume"]
+            text = str(e).replace("the same command and --resume", "") + "cnnlstm " + shlex.join(again)
+            raise click.ClickException(text) from None
         except CnnlstmError as e:
             raise click.ClickException(str(e)) from None
 

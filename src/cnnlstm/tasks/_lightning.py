@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 import warnings
@@ -22,13 +23,14 @@ import torch
 
 from .._io import atomic_write
 from ..data.batch import SkipLog, batch_input
-from ..errors import ConfigError, require
+from ..errors import ConfigError, Interrupted, require
 from ..model import CNNLSTM
 from ..run import DataSpec, RunFolder, TrainSummary
 from .options import TrainOptions, lightning_precision, parse_duration
 
 L = require("lightning.pytorch", "train", "training")
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO  # noqa: E402
+from lightning.pytorch.trainer.states import TrainerStatus  # noqa: E402
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -212,11 +214,13 @@ def start_run(out: str | Path, opts: TrainOptions) -> tuple[RunFolder, Path | No
 
 @dataclass
 class Fitted:
-    """How a fit went: epochs trained, whether the kept epoch was chosen on validation, and why it stopped."""
+    """How a fit went: epochs trained, whether the kept epoch was chosen on validation, and why it stopped
+    (``interrupted``: by Ctrl-C or SIGTERM)."""
 
     epochs: int
     validated: bool
     stopped: str
+    interrupted: bool = False
 
 
 def _trainer(folder: RunFolder, opts: TrainOptions, validates: bool):
@@ -274,14 +278,25 @@ def fit_module(
     """
     train_loader, val_loader = loaders
     resume = str(resume_from) if resume_from else None
+    interrupted = False
     with lightning_voice(opts.verbose):
         trainer, ckpt = _trainer(folder, opts, val_loader is not None)
-        trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+        try:
+            trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+        except (SystemExit, Exception):  # Ctrl-C ends in Lightning's sys.exit(1), SIGTERM in its own exception
+            if trainer.state.status != TrainerStatus.INTERRUPTED:
+                raise
+            interrupted = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores a second Ctrl-C; undo it
     if not trainer.is_global_zero:
         return None
     best = ckpt.best_model_path if val_loader is not None and ckpt.best_model_path else ckpt.last_model_path
+    if interrupted and not (best or resume_from):
+        raise Interrupted(f"interrupted before the first epoch ended: nothing to keep in {folder.path}; start again")
     module.load_state_dict(AtomicCheckpointIO().load_checkpoint(best or resume_from)["state_dict"])
     validated = bool(ckpt.monitor and ckpt.best_model_score is not None)
+    if interrupted:
+        return Fitted(trainer.current_epoch, validated, "it was interrupted", interrupted=True)
     return Fitted(trainer.current_epoch, validated, _stop_reason(trainer, opts))
 
 
@@ -333,4 +348,11 @@ def train_run(
     fitted = fit_module(folder, module, loaders, opts, resume_from)
     if fitted is None:
         return None
-    return write_run(folder, module.model, opts, fitted, spec, classes, t0, **summary)
+    written = write_run(folder, module.model, opts, fitted, spec, classes, t0, **summary)
+    if fitted.interrupted:
+        raise Interrupted(
+            f"interrupted after {fitted.epochs} epoch{'s' if fitted.epochs != 1 else ''}: the best model so far is "
+            f"in {folder.path}; continue with the same command and --resume",
+            written,
+        )
+    return written
