@@ -61,7 +61,7 @@ def _autocast(precision: str, device_type: str) -> Iterator[None]:
 
 
 class CNNLSTM(nn.Module):
-    """A CNN → LSTM/GRU model whose every size is inferred from one sample's shape.
+    """A CNN → LSTM/GRU (or ConvLSTM) model whose every size is inferred from one sample's shape.
 
     Args:
         backbone: ``"small"`` (clips, images), ``"conv1d"`` (series), ``"torchvision:NAME"``,
