@@ -67,6 +67,43 @@ def _label(b: Any, channels: int) -> str:
     return f'bridge="{b.name}"' + (f" ({changed})" if changed else "")
 
 
+def sequence_to_maps_rnn_fix(shape: tuple) -> str:
+    """The fix for a sequence ``(N, T, F)`` fed to a recurrence over maps (a ConvLSTM), which reads
+    ``(N, T, C, H, W)``: no bridge before it, or an LSTM for flat features."""
+    return (
+        "A ConvLSTM reads each frame's maps (N, T, C, H, W), not features: do not bridge before it (feed it the "
+        "backbone's maps and put the bridge after it, as CNNLSTM(rnn='convlstm') does), or use rnn='lstm' for "
+        f"flat features (N, T, F={shape[-1]})."
+    )
+
+
+def maps_rnn_problem(shape: tuple, in_channels: int) -> tuple[str, str] | None:
+    """What is wrong with an input of ``shape`` to a recurrence over maps built for ``in_channels`` channels,
+    and its fix: ``(problem, fix)``, or None when ``(N, T, C, H, W)`` fits. The layer's own error and the shape
+    doctor's rule both say this."""
+    c = in_channels
+    if len(shape) == 3:
+        return "a sequence of features (N, T, F)", sequence_to_maps_rnn_fix(shape)
+    if len(shape) == 4:
+        n, *rest = shape
+        return (
+            "one step's maps (N, C, H, W), no time axis",
+            f"For a clip add the time axis: x.unsqueeze(1) gives ({n}, 1, {', '.join(map(str, rest))}); "
+            "to stream step by step call step(x, state).",
+        )
+    if len(shape) != 5:
+        return f"a {len(shape)}-D tensor", "Give a clip of feature maps (N, T, C, H, W)."
+    n, t, got, h, _w = shape
+    if got == c:
+        return None
+    if shape[-1] == c:
+        return (
+            f"channels last (N, T, H, W, C) with C={c} on axis 4",
+            f"Permute to (N, T, C, H, W): x.permute(0, 1, 4, 2, 3) gives ({n}, {t}, {c}, {got}, {h}).",
+        )
+    return f"C={got} channels but in_channels={c}", f"Build it with in_channels={got}."
+
+
 def image_maps_fix(shape: tuple) -> str:
     """The fix for an image's feature maps ``(N, C, H, W)`` fed to an RNN."""
     n, c, h, w = shape

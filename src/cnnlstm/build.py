@@ -28,16 +28,27 @@ import torch
 from torch import nn
 
 from . import layout as L
+from ._messages import sequence_to_maps_rnn_fix
 from .backbones import build_backbone, time_stride
 from .config import CNNLSTMConfig
 from .errors import ConfigError, ShapeError
 from .layers.bridges import BRIDGES, Bridge, bridge
+from .layers.convlstm import ConvLSTM
 from .layers.motion import FrameDifference
-from .layers.temporal import Head, Temporal, head
+from .layers.temporal import RNNS, Head, Temporal, head
 from .layers.time_distributed import BN_POLICIES, TimeDistributed, freeze_batchnorm
 from .shapes import format_shape, infer
 
-__all__ = ["PRESETS", "ModelOptions", "Parts", "build_cnnlstm", "build_parts", "model_kwargs", "preset"]
+__all__ = [
+    "PRESETS",
+    "RNN_NAMES",
+    "ModelOptions",
+    "Parts",
+    "build_cnnlstm",
+    "build_parts",
+    "model_kwargs",
+    "preset",
+]
 
 log = logging.getLogger("cnnlstm")
 
@@ -89,7 +100,7 @@ class ModelOptions:
         backbone_channels: channels of the backbone's blocks, e.g. 16,32,64.
         bridge: how feature maps become a sequence (default gap; series none).
         grid_k: cells per side of the grid bridge.
-        rnn: the recurrent layer (default lstm).
+        rnn: the recurrent layer (default lstm; convlstm: a ConvLSTM over the backbone's maps, bridged after it).
         hidden_size: the RNN's state size.
         num_layers: stacked RNN layers.
         bidirectional: a bidirectional RNN (series default: on, unless causal).
@@ -99,6 +110,7 @@ class ModelOptions:
         causal: series: a model that can stream (causal convolutions, no pooling, one-way RNN).
         pool: series: max-pool time by this factor before the RNN.
         motion: clips: none | diff | stack: frame differences in front of the CNN, alone or beside the frames.
+        rnn_kernel_size: ConvLSTM: the kernel size of its gates' convolution (default 3).
     """
 
     backbone: str | None = None
@@ -115,6 +127,7 @@ class ModelOptions:
     causal: bool | None = None
     pool: int | None = None
     motion: str | None = None
+    rnn_kernel_size: int | None = None
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -151,6 +164,8 @@ def model_kwargs(name: str, options: ModelOptions | None = None) -> dict[str, An
         kw["backbone_options"] = backbone
     if "grid_k" in given and kw.get("bridge", "gap") == "grid":
         kw["bridge_options"] = {"k": given["grid_k"]}
+    if "rnn_kernel_size" in given:
+        kw["rnn_options"] = {**kw.get("rnn_options", {}), "kernel_size": given["rnn_kernel_size"]}
     return kw
 
 
@@ -168,9 +183,10 @@ class Parts:
         config: the config that rebuilds them (names, options, shapes).
         motion: the motion input in front of the CNN (:class:`FrameDifference`; mode ``"none"`` passes frames).
         backbone: the CNN; a :class:`TimeDistributed` for clips.
-        bridge: from the backbone's feature maps to a sequence ``(N, T', F)``.
-        rnn: the LSTM/GRU over the sequence.
-        head: from the RNN's states to outputs.
+        bridge: from the backbone's feature maps to a sequence ``(N, T', F)``; after a ConvLSTM, from its
+            output maps.
+        rnn: the LSTM/GRU over the sequence, or the :class:`~cnnlstm.ConvLSTM` over the backbone's maps.
+        head: from the RNN's states (the bridged ConvLSTM maps) to outputs.
         feature_shape: one sample's backbone output, e.g. ``(T, C', H', W')`` (from a dry run on meta).
     """
 
@@ -178,7 +194,7 @@ class Parts:
     motion: FrameDifference
     backbone: nn.Module
     bridge: Bridge
-    rnn: Temporal
+    rnn: Temporal | ConvLSTM
     head: Head
     feature_shape: tuple
 
@@ -208,7 +224,9 @@ def build_parts(
     config: CNNLSTMConfig, *, backbone: nn.Module | None = None, bridge: Bridge | None = None, weights: Any = None
 ) -> Parts:
     """Build a model's parts from its config: the backbone, a dry run for its feature shape, the bridge for
-    that shape, the RNN for the bridge's ``F``, the head for the RNN.
+    that shape, the RNN for the bridge's ``F``, the head for the RNN. With ``rnn="convlstm"`` the order of
+    the middle changes: the ConvLSTM for the backbone's maps, the bridge for the ConvLSTM's maps, the head
+    for the bridge's ``F``.
 
     Args:
         config: a complete config (:func:`build_cnnlstm` fills in the defaults by layout).
@@ -223,6 +241,7 @@ def build_parts(
                 f"pass it again, e.g. CNNLSTM.from_pretrained(dir, {part}=my_{part})"
             )
     lay = L.parse(config.layout)
+    _check_rnn(config)
     sample = L.canonical_shape(config.input_shape, lay)  # (T, C, H, W) | (C, H, W) | (T, F)
     motion = FrameDifference(config.motion)
     if config.motion != "none":
@@ -231,6 +250,8 @@ def build_parts(
         sample = (sample[0], motion.channels(sample[1]), *sample[2:])  # what the CNN reads
     cnn = _backbone(config, sample, backbone, weights)
     feats = _feature_shape(cnn, config, sample)  # (1, *one sample's backbone output)
+    if config.rnn == CONVLSTM:
+        return _convlstm_parts(config, motion, cnn, feats, bridge)
     b = _bridge(config, feats, bridge)
     f = b.output_shape(feats)[-1]  # F: the RNN's input size, never typed by hand
     rnn = Temporal(f, config.hidden_size, config.rnn, config.num_layers, config.bidirectional, config.dropout)
@@ -243,6 +264,64 @@ def build_parts(
     return Parts(config, motion, cnn, b, rnn, out, feats[1:])
 
 
+CONVLSTM = "convlstm"
+RNN_NAMES = (*RNNS, CONVLSTM)  # every rnn= a model takes: nn.LSTM/nn.GRU in a Temporal, or a ConvLSTM
+
+
+def _check_rnn(config: CNNLSTMConfig) -> None:
+    """The rnn's name and options, and what a ConvLSTM needs: clips, one direction."""
+    if config.rnn not in RNN_NAMES:
+        raise ConfigError(f"unknown rnn {config.rnn!r}: expected one of {', '.join(RNN_NAMES)}")
+    if config.rnn != CONVLSTM:
+        if config.rnn_options:
+            raise ConfigError(
+                f"rnn={config.rnn!r} takes no rnn_options (got {sorted(config.rnn_options)}): they are a ConvLSTM's "
+                "own options (kernel_size, bias); hidden_size, num_layers, dropout and bidirectional are the RNN's"
+            )
+        return
+    if config.bidirectional:
+        raise ConfigError(
+            "rnn='convlstm' runs one way: a bidirectional ConvLSTM is not implemented. Build it with "
+            "bidirectional=False, or use rnn='lstm' after a bridge for a bidirectional LSTM"
+        )
+    kind = L.kind(config.layout)
+    if kind == "series":
+        raise ShapeError(
+            f"rnn='convlstm' wants a clip's feature maps (N, T, C, H, W), but a {config.layout} model with "
+            f"input_shape {config.input_shape} feeds it a sequence (N, T, F): a ConvLSTM reads each frame's maps, "
+            "not features. Use rnn='lstm' (or 'gru') for series, or a clip layout (NTCHW) with frames for a ConvLSTM"
+        )
+    if kind == "image":
+        raise ConfigError(
+            "rnn='convlstm' steps through a clip's frames, and an image has no time axis: build a clip model "
+            "(layout='NTCHW' with T in input_shape), or use rnn='lstm' with bridge='spatial' for one image"
+        )
+
+
+def _convlstm_parts(
+    config: CNNLSTMConfig, motion: FrameDifference, cnn: nn.Module, feats: tuple, given: Bridge | None
+) -> Parts:
+    """backbone maps -> ConvLSTM -> bridge per step on its maps -> head, every size from ``feats``."""
+    if len(feats) != 5:
+        raise ShapeError(
+            f"rnn='convlstm' wants the backbone's feature maps (N, T, C, H, W), but backbone {config.backbone!r} "
+            f"gives {format_shape(feats)}: a sequence of features. {sequence_to_maps_rnn_fix(feats)}"
+        )
+    try:
+        rnn = ConvLSTM(feats[2], config.hidden_size, num_layers=config.num_layers, dropout=config.dropout,
+                       **config.rnn_options)  # fmt: skip
+    except TypeError as e:
+        raise ConfigError(
+            f"rnn 'convlstm' does not take these rnn_options {sorted(config.rnn_options)} (it takes kernel_size, "
+            f"bias): {e}"
+        ) from None
+    maps = rnn.output_shape(feats)  # (1, T, D, H', W')
+    b = _bridge(config, maps, given, source="ConvLSTM")
+    f = b.output_shape(maps)[-1]  # F: the head's input size
+    out = head(config.head, f, config.num_classes, **config.head_options)
+    return Parts(config, motion, cnn, b, rnn, out, feats[1:])
+
+
 def _config(
     backbone: Any,
     bridge: Any,
@@ -252,6 +331,7 @@ def _config(
     bn: str | None = None,
     backbone_options: dict[str, Any] | None = None,
     bridge_options: dict[str, Any] | None = None,
+    rnn_options: dict[str, Any] | None = None,
     head_options: dict[str, Any] | None = None,
     **fields: Any,
 ) -> tuple[CNNLSTMConfig, Any]:
@@ -275,6 +355,7 @@ def _config(
         backbone_options=backbone_options,
         bridge=bridge,
         bridge_options=dict(bridge_options or {}),
+        rnn_options=dict(rnn_options or {}),
         head_options=dict(head_options or {}),
         input_shape=input_shape,
         layout=lay.value,
@@ -338,13 +419,16 @@ def _feature_shape(backbone: nn.Module, config: CNNLSTMConfig, sample: tuple) ->
     return tuple(feats)
 
 
-def _bridge(config: CNNLSTMConfig, feats: tuple, given: Bridge | None) -> Bridge:
-    """The bridge for feature maps of shape ``feats``, checked to take their axes."""
+def _bridge(config: CNNLSTMConfig, feats: tuple, given: Bridge | None, source: str | None = None) -> Bridge:
+    """The bridge for feature maps of shape ``feats`` (from the backbone, or the ``source`` named), checked to
+    take their axes."""
     in_axes = (given or BRIDGES.get(config.bridge)).in_axes
     if len(feats) != len(in_axes):
         kind = L.kind(config.layout)
+        where = f"the {source}" if source else f"the {kind} backbone"
+        after = f"after a {source}" if source else f"for a {kind}"
         raise ConfigError(
-            f"bridge {config.bridge!r} takes ({', '.join(in_axes)}) but the {kind} backbone gives "
-            f"{format_shape(feats)}; for a {kind} use bridge={_DEFAULT_BRIDGE[kind]!r}"
+            f"bridge {config.bridge!r} takes ({', '.join(in_axes)}) but {where} gives "
+            f"{format_shape(feats)}; {after} use bridge={_DEFAULT_BRIDGE[kind]!r}"
         )
     return given if given is not None else bridge(config.bridge, feature_shape=feats, **config.bridge_options)

@@ -17,7 +17,9 @@ class CNNLSTMConfig:
     """Everything needed to rebuild a :class:`CNNLSTM`; saved as ``config.json`` beside the weights.
 
     ``backbone`` and ``bridge`` are names (``"custom"`` for a module a config cannot rebuild); the
-    builder (:func:`cnnlstm.build.build_parts`) turns a config into the model's parts.
+    builder (:func:`cnnlstm.build.build_parts`) turns a config into the model's parts. ``rnn_options`` are
+    the recurrent layer's own options beyond the shared ones (a ConvLSTM's ``kernel_size``); a config.json
+    written before they existed loads with none.
     """
 
     backbone: str | None = None
@@ -25,6 +27,7 @@ class CNNLSTMConfig:
     bridge: str | None = None
     bridge_options: dict[str, Any] = field(default_factory=dict)
     rnn: str = "lstm"
+    rnn_options: dict[str, Any] = field(default_factory=dict)
     hidden_size: int = 256
     num_layers: int = 1
     bidirectional: bool = False

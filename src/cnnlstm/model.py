@@ -1,4 +1,5 @@
-"""``CNNLSTM``: backbone → bridge → LSTM/GRU → head, every size inferred, saved as safetensors + JSON."""
+"""``CNNLSTM``: backbone → bridge → LSTM/GRU → head (or backbone → ConvLSTM → bridge → head), every size
+inferred, saved as safetensors + JSON."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def _autocast(precision: str, device_type: str) -> Iterator[None]:
 
 
 class CNNLSTM(nn.Module):
-    """A CNN → LSTM/GRU model whose every size is inferred from one sample's shape.
+    """A CNN → LSTM/GRU (or ConvLSTM) model whose every size is inferred from one sample's shape.
 
     Args:
         backbone: ``"small"`` (clips, images), ``"conv1d"`` (series), ``"torchvision:NAME"``,
@@ -68,8 +69,11 @@ class CNNLSTM(nn.Module):
             (``(N, T, F)`` to ``(N, T, F')`` for series). Default by layout.
         bridge: ``"gap"`` (clips), ``"gmp"``, ``"grid"``, ``"flatten"``, ``"attention"``,
             ``"spatial"`` (images), ``"none"`` (series), or a :class:`~cnnlstm.Bridge`.
-        rnn: ``"lstm"`` or ``"gru"``.
-        hidden_size, num_layers, bidirectional, dropout: the RNN's.
+        rnn: ``"lstm"`` or ``"gru"``; or ``"convlstm"``: a :class:`~cnnlstm.ConvLSTM` over the backbone's
+            maps ``(N, T, C', H', W')`` (its state is a map per frame), the bridge applied per step to its
+            output maps ``(N, T, D, H', W')``, then the head. Clips only, one direction.
+        hidden_size, num_layers, bidirectional, dropout: the RNN's (a ConvLSTM's ``hidden_size`` is the
+            channels ``D`` of its state maps).
         head: ``"last"``, ``"mean"``, ``"attention"`` or ``"frames"`` (one output per step).
         num_classes: outputs of the head.
         input_shape: one sample's shape in ``layout``, without ``N``: ``(T, C, H, W)`` for
@@ -82,6 +86,7 @@ class CNNLSTM(nn.Module):
         motion: clips: ``"none"``, ``"diff"`` (each frame's difference from the one before, in place of the
             frame) or ``"stack"`` (frame and difference on the channel axis), in front of the backbone.
         backbone_options, bridge_options, head_options: passed to the part's builder.
+        rnn_options: a ConvLSTM's own options: ``kernel_size`` (default 3), ``bias``.
 
     Shapes:
         x: ``(N, *input_shape)`` in ``layout``; lengths: optional ``(N,)`` valid steps of a
@@ -116,6 +121,7 @@ class CNNLSTM(nn.Module):
         backbone_options: dict[str, Any] | None = None,
         bridge_options: dict[str, Any] | None = None,
         head_options: dict[str, Any] | None = None,
+        rnn_options: dict[str, Any] | None = None,
     ):
         super().__init__()
         parts = build_cnnlstm(  # names and numbers become parts in cnnlstm.build; this class works on the parts
@@ -136,6 +142,7 @@ class CNNLSTM(nn.Module):
             backbone_options=backbone_options,
             bridge_options=bridge_options,
             head_options=head_options,
+            rnn_options=rnn_options,
         )
         self.config = parts.config
         self.feature_shape = parts.feature_shape  # one sample's backbone output, e.g. (T, C', H', W')
@@ -154,6 +161,12 @@ class CNNLSTM(nn.Module):
     def kind(self) -> str:
         """``"clip"``, ``"image"`` or ``"series"``: what the layout holds."""
         return L.kind(self.config.layout)
+
+    @property
+    def rnn_reads_maps(self) -> bool:
+        """Whether the recurrent part reads the backbone's maps (a ConvLSTM, bridged after it) rather than the
+        bridged sequence."""
+        return bool(getattr(self.rnn, "reads_maps", False))
 
     @property
     def bn(self) -> str:
@@ -259,14 +272,16 @@ class CNNLSTM(nn.Module):
         return msg + f": feed {want}-channel frames or build the model with that many channels in input_shape"
 
     def features(self, x: torch.Tensor, lengths: Any = None) -> torch.Tensor:
-        """The bridged sequence the RNN reads.
+        """What the recurrent part reads: the bridged sequence for an LSTM/GRU; for a ConvLSTM, which reads
+        maps, the backbone's feature maps (the bridge comes after it).
 
         Args:
             x: ``(N, *input_shape)`` in the model's layout.
             lengths: optional ``(N,)``.
 
         Returns:
-            ``(N, T', F)``: ``T' = T`` except after a time-pooling backbone (``ceil(T / pool)``).
+            ``(N, T', F)``: ``T' = T`` except after a time-pooling backbone (``ceil(T / pool)``);
+            ``rnn="convlstm"``: ``(N, T, C', H', W')``.
         """
         raw = tuple(x.shape) if isinstance(x, torch.Tensor) else ()
         x, lengths = self._entry(x, lengths)
@@ -279,6 +294,8 @@ class CNNLSTM(nn.Module):
         x = self.motion(x)  # clip: (N, T, C or 2C, H, W); unchanged for motion="none"
         maps = self.backbone(x, lengths) if takes_lengths(self.backbone) else self.backbone(x)
         # clip: (N, T, C', H', W'); image: (N, C', H', W'); series: (N, T', F')
+        if self.rnn_reads_maps:
+            return maps  # a ConvLSTM reads the maps; the bridge comes after it
         return self.bridge(maps)  # (N, T', F)
 
     def forward(self, x: torch.Tensor, lengths: Any = None) -> torch.Tensor:
@@ -290,6 +307,8 @@ class CNNLSTM(nn.Module):
             seq = self._features(x, lengths)  # (N, T', F); T' = ceil(T / stride) for a time-pooling backbone
             lengths = pooled_lengths(lengths, time_stride(self.backbone))
             states, _ = self.rnn(seq, lengths)  # (N, T', D*dirs)
+            if self.rnn_reads_maps:  # the ConvLSTM read the maps (N, T, C', H', W') and gave (N, T, D, H', W')
+                states = self.bridge(states)  # (N, T, F)
             out = self.head(states, lengths)
         return out.float() if out.dtype == torch.bfloat16 else out
 

@@ -1,7 +1,8 @@
 """Frame-by-frame inference that carries the recurrent state instead of recomputing a window.
 
 :class:`StepGraph` is the one implementation of a step (frame → backbone → bridge → RNN one step →
-head): :class:`Streamer` runs it and holds the state between steps, and the exporters trace it.
+head; with a ConvLSTM, frame → backbone → ConvLSTM one step → bridge → head): :class:`Streamer` runs it
+and holds the state between steps, and the exporters trace it.
 
 >>> import torch, cnnlstm as cl
 >>> model = cl.CNNLSTM(input_shape=(None, 3, 32, 32), num_classes=4, hidden_size=16,
@@ -63,7 +64,7 @@ class StepGraph(nn.Module):
     tensors for a clip model (what the exporters trace).
 
     Shapes: frame ``(N, C, H, W)`` in the model's frame layout (``(N, H, W, C)`` for ``NTHWC``);
-    h, c ``(layers, N, D)``; logits ``(N, classes)``.
+    h, c ``(layers, N, D)``, a ConvLSTM's maps ``(layers, N, D, H', W')``; logits ``(N, classes)``.
     """
 
     def __init__(self, model: nn.Module):  # a CNNLSTM (not imported: the model imports this module)
@@ -73,7 +74,8 @@ class StepGraph(nn.Module):
         self.motion = model.motion  # frame differences: the step needs the stream's previous frame
         self.backbone = model.backbone  # TimeDistributed (a CNN per frame) or a causal conv1d stack
         self.bridge = model.bridge
-        self.rnn = model.rnn.rnn
+        self.reads_maps = bool(getattr(model.rnn, "reads_maps", False))  # a ConvLSTM, bridged after it
+        self.rnn = model.rnn if self.reads_maps else model.rnn.rnn
         self.head = model.head
 
     def step(
@@ -83,15 +85,20 @@ class StepGraph(nn.Module):
         caches: list | None = None,
         previous: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], list | None]:
-        """Args: frame ``(N, C, H, W)`` or ``(N, F)`` (canonical); state ``(h[, c])``, each ``(layers, N, D)``,
-        None for a fresh stream; caches: what the backbone carries (a causal conv1d's last inputs), or None;
-        previous: the stream's frame before this one, for a model with motion input (None at the start).
+        """Args: frame ``(N, C, H, W)`` or ``(N, F)`` (canonical); state ``(h[, c])``, each ``(layers, N, D)``
+        (a ConvLSTM's ``(h, c)`` each ``(layers, N, D, H', W')``), None for a fresh stream; caches: what the
+        backbone carries (a causal conv1d's last inputs), or None; previous: the stream's frame before this one,
+        for a model with motion input (None at the start).
 
         Returns: the outputs ``(N, classes)`` (``(N, horizon, targets)`` for a forecast head), the new
         state and the new caches.
         """
         frame = self.motion.step(frame, previous)  # (N, C or 2C, H, W); the frame itself without motion input
         maps, caches = self.backbone.step(frame, caches)  # (N, C', H', W') | (N, F')
+        if self.reads_maps:  # the ConvLSTM steps on the maps, the bridge reads its output maps
+            out, new = self.rnn.step(maps, state)  # (N, D, H', W'), (h, c)
+            logits = self.head(self.bridge(out.unsqueeze(1)))  # (N, 1, F) -> (N, classes) | (N, 1, classes)
+            return (logits[:, 0] if self.head.per_step else logits), new, caches
         seq = self.bridge(maps.unsqueeze(1))  # (N, 1, F)
         lstm = isinstance(self.rnn, nn.LSTM)
         out, new = self.rnn(seq, state if lstm or state is None else state[0])  # (N, 1, D)
@@ -133,7 +140,8 @@ class Streamer:
         self._restart: torch.Tensor | None = None  # motion input: streams reset since the last step
 
     @property
-    def rnn(self) -> nn.RNNBase:
+    def rnn(self) -> nn.Module:
+        """The recurrent layer that steps: an ``nn.LSTM``/``nn.GRU``, or a :class:`~cnnlstm.ConvLSTM`."""
         return self.graph.rnn
 
     def _frame_to_canonical(self, frames: torch.Tensor) -> torch.Tensor:
@@ -200,8 +208,9 @@ class Streamer:
             self._restart = idx
 
     def get_state(self) -> dict[str, torch.Tensor]:
-        """The carried state, for a server that keeps many streams: ``{"h": (layers, N, D)[, "c": ...]}``, plus
-        ``"previous"`` (the last frames, ``(N, C, H, W)``) and ``"restart"`` (streams reset since) with motion input."""
+        """The carried state, for a server that keeps many streams: ``{"h": (layers, N, D)[, "c": ...]}``
+        (a ConvLSTM's ``h`` and ``c`` are maps, ``(layers, N, D, H', W')``), plus ``"previous"`` (the last frames,
+        ``(N, C, H, W)``) and ``"restart"`` (streams reset since) with motion input."""
         if self.state is None:
             return {}
         names = ("h", "c")
@@ -221,11 +230,17 @@ class Streamer:
             return
         parts = [state["h"]] + ([state["c"]] if "c" in state else [])
         d = self.rnn.hidden_size
+        maps = self.graph.reads_maps
         for p in parts:
-            if p.dim() != 3 or p.shape[0] != self.rnn.num_layers or p.shape[2] != d:
-                raise ShapeError(f"a stream state is (layers={self.rnn.num_layers}, N, D={d}), got {tuple(p.shape)}")
-        if isinstance(self.rnn, nn.LSTM) and len(parts) != 2:
-            raise ShapeError("an LSTM's state needs both 'h' and 'c'")
+            if p.dim() != (5 if maps else 3) or p.shape[0] != self.rnn.num_layers or p.shape[2] != d:
+                want = f"(layers={self.rnn.num_layers}, N, D={d}" + (", H', W')" if maps else ")")
+                raise ShapeError(f"a stream state is {want}, got {tuple(p.shape)}")
+        if (maps or isinstance(self.rnn, nn.LSTM)) and len(parts) != 2:
+            raise ShapeError(f"{'a ConvLSTM' if maps else 'an LSTM'}'s state needs both 'h' and 'c'")
+        if maps and parts[0].shape != parts[1].shape:
+            raise ShapeError(
+                f"a ConvLSTM's h and c have one shape, got {tuple(parts[0].shape)} and {tuple(parts[1].shape)}"
+            )
         self.state = tuple(p.clone() for p in parts)
         convs = sorted((k for k in state if k.startswith("conv")), key=lambda k: int(k[4:]))
         self._caches = [state[k].clone() for k in convs] or None

@@ -9,8 +9,7 @@ from pathlib import Path
 import click
 from torch import nn
 
-from ..build import ModelOptions, model_kwargs
-from ..layers.temporal import RNNS
+from ..build import RNN_NAMES, ModelOptions, model_kwargs
 from ._app import echo_lines, library_errors, main
 from ._options import given, options_from, parse_ints
 
@@ -55,8 +54,8 @@ def load_target(target: str) -> nn.Module:
 @click.option("--layout", default="NTCHW", show_default=True, help="Input layout of the built-in model.")
 @options_from(
     ModelOptions,
-    only=("backbone", "bridge", "rnn", "hidden_size", "num_layers", "bidirectional", "head"),
-    choices={"rnn": list(RNNS)},
+    only=("backbone", "bridge", "rnn", "hidden_size", "num_layers", "bidirectional", "head", "rnn_kernel_size"),
+    choices={"rnn": list(RNN_NAMES)},
 )
 @click.option("--num-classes", default=10, show_default=True)
 @click.option("--lengths", default=None, help="Valid lengths of a padded batch, e.g. 16,9 (finds reads of padding).")

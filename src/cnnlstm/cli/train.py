@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import click
 
-from ..build import ModelOptions
+from ..build import RNN_NAMES, ModelOptions
 from ..data.datasets import ClipSpec
 from ..data.sampling import PADS, SAMPLINGS
 from ..layers.motion import MOTIONS
-from ..layers.temporal import RNNS
 from ..tasks.options import PRECISIONS, SCHEDULES, TrainOptions
 from ._app import anomaly, echo_lines, library_errors, main, setup_logging
 from ._options import given, options_from, parse_size
 
 __all__ = ["anomaly_fit", "train"]
 
-MODEL_CHOICES = {"bridge": ["gap", "gmp", "grid", "flatten", "attention", "none"], "rnn": list(RNNS),
+MODEL_CHOICES = {"bridge": ["gap", "gmp", "grid", "flatten", "attention", "none"], "rnn": list(RNN_NAMES),
                  "head": ["last", "mean", "attention"], "motion": list(MOTIONS)}  # fmt: skip
 
 

@@ -16,7 +16,15 @@ from torch import nn
 from .. import layout as L
 from ..errors import require
 
-__all__ = ["ExportReport", "clip_shape", "frame_shape", "lengths_to_check", "quiet", "random_state"]
+__all__ = [
+    "ExportReport",
+    "clip_shape",
+    "frame_shape",
+    "lengths_to_check",
+    "quiet",
+    "random_state",
+    "state_shapes",
+]
 
 
 @dataclass
@@ -62,11 +70,19 @@ def lengths_to_check(model: nn.Module) -> list[int]:
     return sorted({max(1, t // 2), t, t * 2 - 1})
 
 
-def random_state(model: nn.Module, n: int) -> list[torch.Tensor]:
-    """A random RNN state for ``n`` streams: ``[h]`` or ``[h, c]``, each ``(layers, N, D)``."""
+def state_shapes(model: nn.Module, n: int) -> list[tuple[int, ...]]:
+    """The shapes of a stream's RNN state for ``n`` streams: ``[h]`` or ``[h, c]``, each ``(layers, N, D)``;
+    a ConvLSTM's ``[h, c]`` are maps, each ``(layers, N, D, H', W')`` for the model's own frame size."""
+    if getattr(model.rnn, "reads_maps", False):
+        h, w = model.feature_shape[-2:]  # the backbone's maps for one frame: (T, C', H', W')
+        return [model.rnn.state_shape(n, h, w)] * 2
     rnn = model.rnn.rnn
-    shape = (rnn.num_layers, n, rnn.hidden_size)
-    return [torch.randn(shape) * 0.5 for _ in range(2 if isinstance(rnn, nn.LSTM) else 1)]
+    return [(rnn.num_layers, n, rnn.hidden_size)] * (2 if isinstance(rnn, nn.LSTM) else 1)
+
+
+def random_state(model: nn.Module, n: int) -> list[torch.Tensor]:
+    """A random RNN state for ``n`` streams (:func:`state_shapes`)."""
+    return [torch.randn(shape) * 0.5 for shape in state_shapes(model, n)]
 
 
 def quiet() -> contextlib.ExitStack:

@@ -10,7 +10,16 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ExportError, require
-from ._common import ExportReport, clip_shape, frame_shape, lengths_to_check, quiet, random_state, session
+from ._common import (
+    ExportReport,
+    clip_shape,
+    frame_shape,
+    lengths_to_check,
+    quiet,
+    random_state,
+    session,
+    state_shapes,
+)
 from .step import step_graph
 
 if TYPE_CHECKING:
@@ -39,7 +48,9 @@ def export_onnx(
         path: the ``.onnx`` file to write.
         kind: ``"clip"``: the whole-clip model, input ``clip`` ``(N, T, ...)`` in the model's layout,
             output ``logits``; ``"step"``: one streaming step (:class:`StepGraph`), inputs
-            ``frame``, ``h`` (and ``c`` for an LSTM), outputs ``logits``, ``h_out`` (``c_out``).
+            ``frame``, ``h`` (and ``c`` for an LSTM or a ConvLSTM, whose states are maps
+            ``(layers, N, D, H', W')``), outputs ``logits``, ``h_out`` (``c_out``). A ConvLSTM's clip graph
+            runs its steps in an ONNX ``Scan``, so ``T`` stays dynamic as an LSTM's does.
         verify: compare with PyTorch on fresh random inputs: each batch size in ``batches`` at three
             clip lengths (clip), or a 6-step stream (step).
         tol: the largest absolute difference allowed.
@@ -59,7 +70,9 @@ def export_onnx(
         module, args, names, outs, shapes = _graph(model, kind)
         _clear_rnn_dispatch_caches()
         try:
-            with quiet():
+            # no_grad: the graph infers; a ConvLSTM's scan would otherwise go through its autograd form, which
+            # the exporter's passes cannot decompose
+            with quiet(), torch.no_grad():
                 torch.onnx.export(
                     module,
                     args,
@@ -141,10 +154,7 @@ def _verify_step(model: CNNLSTM, path: Path, batches: tuple[int, ...]) -> list[d
     checks = []
     for b in batches:
         streamer = model.stream()
-        state = [
-            np.zeros((model.rnn.rnn.num_layers, b, model.rnn.rnn.hidden_size), np.float32)
-            for _ in range(2 if isinstance(model.rnn.rnn, nn.LSTM) else 1)
-        ]
+        state = [np.zeros(shape, np.float32) for shape in state_shapes(model, b)]
         worst = 0.0
         for _ in range(6):
             frame = torch.randn(b, *fshape)

@@ -20,7 +20,18 @@ __all__ = ["export_torchscript"]
 def export_torchscript(
     model: CNNLSTM, path: str | Path, *, kind: str = "clip", verify: bool = True, tol: float = 1e-4
 ) -> ExportReport:
-    """Export by tracing to TorchScript (``torch.jit.load`` runs it without cnnlstm), verified the same way."""
+    """Export by tracing to TorchScript (``torch.jit.load`` runs it without cnnlstm), verified the same way.
+
+    Raises:
+        ConfigError: the clip graph of a ConvLSTM model: tracing would unroll its loop over ``T`` for the
+            example's length (its ONNX export keeps ``T`` dynamic; its step graph traces).
+    """
+    if kind == "clip" and getattr(model.rnn, "reads_maps", False):
+        raise ConfigError(
+            "a ConvLSTM model's clip graph does not trace to TorchScript: tracing would fix T to the example "
+            "clip's length. Export it to ONNX (format 'onnx', T stays dynamic), or trace the streaming step "
+            "(kind='step')"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()

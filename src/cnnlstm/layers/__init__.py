@@ -1,6 +1,7 @@
-"""The building blocks: time-distributed wrapper, bridges, recurrent part and heads."""
+"""The building blocks: time-distributed wrapper, bridges, recurrent part (LSTM/GRU, ConvLSTM) and heads."""
 
 from .bridges import BRIDGES, Bridge, bridge, register_bridge
+from .convlstm import ConvLSTM
 from .temporal import HEADS, Head, Temporal, head, register_head
 from .time_distributed import TimeDistributed
 
@@ -8,6 +9,7 @@ __all__ = [
     "BRIDGES",
     "HEADS",
     "Bridge",
+    "ConvLSTM",
     "Head",
     "Temporal",
     "TimeDistributed",

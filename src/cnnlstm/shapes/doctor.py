@@ -2,7 +2,9 @@
 
 The rules live in a table keyed by module type (:data:`RULES`); each is a small function in
 :mod:`cnnlstm.shapes.rules`. A module is checked by the rule of the first class in its MRO
-that the table names, so subclasses of ``nn.LSTM`` or ``nn.Conv2d`` are checked too.
+that the table names, so subclasses of ``nn.LSTM`` or ``nn.Conv2d`` are checked too. A module
+that declares ``reads_maps`` (cnnlstm's ConvLSTM, which this package does not import) is checked
+as a recurrence over maps.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .rules import (
     check_conv1d,
     check_conv2d,
     check_linear,
+    check_maps_rnn,
     check_rnn,
     passes_lengths,
     per_step_output,
@@ -40,7 +43,10 @@ RULES: dict[type[nn.Module], Rule] = {
 
 
 def rule_for(module: nn.Module) -> Rule | None:
-    """The rule of the first class in ``module``'s MRO that :data:`RULES` names, or None."""
+    """The rule of the first class in ``module``'s MRO that :data:`RULES` names; for a module that declares
+    ``reads_maps``, the rule of a recurrence over maps; else None."""
+    if getattr(module, "reads_maps", False):
+        return check_maps_rnn
     return next((RULES[cls] for cls in type(module).__mro__ if cls in RULES), None)
 
 

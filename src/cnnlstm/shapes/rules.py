@@ -4,8 +4,9 @@ Each rule is called ``rule(ctx, path, module, x)`` just before ``module`` runs o
 inside the dry run. A mistake that stops the model raises :class:`Stop`; a silent trap
 that PyTorch lets through is added to ``ctx.findings`` as a warning. Rules learn about
 cnnlstm's own layers from attributes the layers declare, never by importing them:
-``takes_lengths`` (the module's forward takes ``lengths=`` and keeps padded steps out)
-and ``per_step`` (a head that gives one output per step on purpose).
+``takes_lengths`` (the module's forward takes ``lengths=`` and keeps padded steps out),
+``per_step`` (a head that gives one output per step on purpose) and ``reads_maps`` (a recurrence over
+maps ``(N, T, C, H, W)``, a ConvLSTM, with its ``in_channels``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .._messages import clip_maps_fix, image_maps_fix
+from .._messages import clip_maps_fix, image_maps_fix, maps_rnn_problem
 from ._dry import shapes_of
 from .findings import Finding, Site
 
@@ -139,6 +140,17 @@ def _rnn_over_padding(ctx: Context, at: Site, m: nn.RNNBase) -> None:
             "Pack them: nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False), "
             "or use cnnlstm.CNNLSTM / cnnlstm.Temporal, which take lengths=.",
         )
+
+
+def check_maps_rnn(ctx: Context, path: str, m: nn.Module, x: Any) -> None:
+    """A recurrence over maps (a module that declares ``reads_maps``, e.g. a ConvLSTM): a sequence ``(N, T, F)``
+    where it wants ``(N, T, C, H, W)`` (a bridge put before it), one step's maps, channels last, a wrong ``C``."""
+    if not isinstance(x, torch.Tensor):
+        return
+    c = m.in_channels
+    found = maps_rnn_problem(tuple(x.shape), c)
+    if found is not None:
+        raise Stop(Site(path, type(m).__name__, tuple(x.shape), f"(N, T, C={c}, H, W)").finding(*found))
 
 
 # ----------------------------------------------------------------------------- convolutions
