@@ -105,12 +105,20 @@ class StepGraph(nn.Module):
         logits = self.head(out)  # (N, classes) last; (N, 1, classes) frames; (N, horizon, k) forecast
         return (logits[:, 0] if self.head.per_step else logits), (new if lstm else (new,)), caches
 
-    def forward(self, frame: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
-        """Args: frame in the model's frame layout; h (and c for an LSTM). Returns ``(logits, h[, c])``."""
-        logits, state, caches = self.step(L.frame_to_canonical(frame, self.layout), (h,) if c is None else (h, c))
+    def forward(self, frame: torch.Tensor, *carried: torch.Tensor):
+        """Args: frame in the model's frame layout; then ``h`` (and ``c`` for an LSTM or ConvLSTM), and for a model
+        with motion input ``previous``, the stream's last frame (at a stream's start, the frame itself).
+
+        Returns: ``(logits, h[, c][, previous])``, the last being this frame (the next step's ``previous``).
+        """
+        previous = None
+        if self.motion.mode != "none":
+            *carried, previous = carried
+            previous = L.frame_to_canonical(previous, self.layout)
+        logits, state, caches = self.step(L.frame_to_canonical(frame, self.layout), tuple(carried), None, previous)
         if caches is not None:  # a causal conv1d's last inputs, which h and c do not carry
             raise ConfigError("forward carries the RNN state only; this backbone carries more: use step()")
-        return (logits, *state)
+        return (logits, *state, *([frame] if previous is not None else []))
 
 
 class Streamer:

@@ -105,8 +105,17 @@ def test_a_reset_stream_starts_its_differences_over_and_the_state_round_trips():
     torch.testing.assert_close(again, got)
 
 
-def test_the_step_export_of_a_motion_model_says_why_it_is_missing():
-    from cnnlstm.export.step import step_graph
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+def test_the_step_export_carries_the_previous_frame_and_is_verified(rnn, tmp_path):
+    from cnnlstm.export import export_onnx
 
-    with pytest.raises(ConfigError, match="previous frame"):
-        step_graph(_model("diff"))
+    report = export_onnx(_model("stack", rnn=rnn), tmp_path / "step.onnx", kind="step")
+    assert report.max_abs_diff < 1e-4 and len(report.checks) >= 2  # 6 streamed frames at two batch sizes
+
+
+def test_the_clip_and_torchscript_step_exports_of_a_motion_model_are_verified(tmp_path):
+    from cnnlstm.export import export_onnx, export_torchscript
+
+    m = _model("diff")
+    assert export_onnx(m, tmp_path / "clip.onnx").max_abs_diff < 1e-4
+    assert export_torchscript(m, tmp_path / "step.pt", kind="step").max_abs_diff < 1e-5

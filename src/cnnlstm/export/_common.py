@@ -24,6 +24,8 @@ __all__ = [
     "quiet",
     "random_state",
     "state_shapes",
+    "step_example",
+    "step_names",
 ]
 
 
@@ -83,6 +85,20 @@ def state_shapes(model: nn.Module, n: int) -> list[tuple[int, ...]]:
 def random_state(model: nn.Module, n: int) -> list[torch.Tensor]:
     """A random RNN state for ``n`` streams (:func:`state_shapes`)."""
     return [torch.randn(shape) * 0.5 for shape in state_shapes(model, n)]
+
+
+def step_names(model: nn.Module) -> tuple[list[str], list[str]]:
+    """The streaming step graph's input and output names: ``frame, h[, c][, previous]`` →
+    ``logits, h_out[, c_out][, previous_out]`` (``previous``: the stream's last frame, for motion input)."""
+    carried = ["h", "c"][: len(state_shapes(model, 1))] + (["previous"] if model.config.motion != "none" else [])
+    return ["frame", *carried], ["logits", *(f"{name}_out" for name in carried)]
+
+
+def step_example(model: nn.Module, n: int) -> list[torch.Tensor]:
+    """Random inputs of the step graph for ``n`` streams, in :func:`step_names`' order."""
+    frame = [torch.randn(n, *frame_shape(model))]
+    previous = [torch.randn(n, *frame_shape(model))] if model.config.motion != "none" else []
+    return [*frame, *random_state(model, n), *previous]
 
 
 def quiet() -> contextlib.ExitStack:

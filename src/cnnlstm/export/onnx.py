@@ -16,9 +16,10 @@ from ._common import (
     frame_shape,
     lengths_to_check,
     quiet,
-    random_state,
     session,
     state_shapes,
+    step_example,
+    step_names,
 )
 from .step import step_graph
 
@@ -107,11 +108,11 @@ def _graph(model: CNNLSTM, kind: str) -> tuple[nn.Module, tuple, list[str], list
         dims = {0: n, **({t_axis: t} if t_axis is not None else {})}
         return model, (x,), ["clip"], ["logits"], ({**dims},)
     if kind == "step":
-        state = random_state(model, 2)
-        args = (torch.randn(2, *frame_shape(model)), *state)
-        names = ["frame", "h"] + (["c"] if len(state) == 2 else [])
-        outs = ["logits", "h_out"] + (["c_out"] if len(state) == 2 else [])
-        return step_graph(model), args, names, outs, ({0: n}, *({1: n} for _ in state))
+        args = tuple(step_example(model, 2))  # frame, h[, c][, previous]
+        names, outs = step_names(model)
+        batch_axis = {"frame": 0, "previous": 0}  # a state's batch is its axis 1: (layers, N, ...)
+        carried = tuple({batch_axis.get(name, 1): n} for name in names[1:])  # forward(frame, *carried)
+        return step_graph(model), args, names, outs, ({0: n}, carried)
     raise ConfigError(f"unknown export kind {kind!r}: expected 'clip' or 'step'")
 
 
@@ -154,13 +155,15 @@ def _verify_step(model: CNNLSTM, path: Path, batches: tuple[int, ...]) -> list[d
     checks = []
     for b in batches:
         streamer = model.stream()
-        state = [np.zeros(shape, np.float32) for shape in state_shapes(model, b)]
+        names = step_names(model)[0][1:]  # h[, c][, previous]
+        carried = [np.zeros(shape, np.float32) for shape in state_shapes(model, b)]
         worst = 0.0
-        for _ in range(6):
+        for i in range(6):
             frame = torch.randn(b, *fshape)
             ref = streamer.step(frame).numpy()
-            feeds = {"frame": frame.numpy(), "h": state[0], **({"c": state[1]} if len(state) == 2 else {})}
-            got, *state = sess.run(None, feeds)
+            if i == 0 and "previous" in names:  # a stream's start: the frame is its own previous (no motion yet)
+                carried.append(frame.numpy())
+            got, *carried = sess.run(None, {"frame": frame.numpy(), **dict(zip(names, carried))})
             worst = max(worst, float(np.abs(ref - got).max()))
         checks.append({"input": f"6 streamed frames {(b, *fshape)}", "max_abs_diff": worst})
     return checks

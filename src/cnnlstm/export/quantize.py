@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import require
-from ._common import frame_shape, quiet, random_state, session
+from ._common import quiet, session, step_example, step_names
 
 if TYPE_CHECKING:
     from ..model import CNNLSTM
@@ -92,9 +92,7 @@ def int8_report(
     report["sample_clips"] = len(clips)
     if fp32_step is not None:
         q_step = quantize_onnx(fp32_step, out_dir / (fp32_step.stem + ".int8.onnx"), conv)
-        fshape = frame_shape(model)
-        feeds = {"frame": np.random.default_rng(0).standard_normal((1, *fshape)).astype(np.float32)}
-        feeds.update({k: v.numpy() for k, v in zip(("h", "c"), random_state(model, 1))})
+        feeds = {name: t.numpy() for name, t in zip(step_names(model)[0], step_example(model, 1))}
         report["step_mb"] = {"fp32": fp32_step.stat().st_size / 1e6, "int8": q_step.stat().st_size / 1e6}
         report["frame_ms"] = {"fp32": latency_ms(fp32_step, feeds), "int8": latency_ms(q_step, feeds)}
     return report

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import ConfigError, ExportError
-from ._common import ExportReport, clip_shape, frame_shape, lengths_to_check, quiet, random_state
+from ._common import ExportReport, clip_shape, lengths_to_check, quiet, step_example
 from .step import step_graph
 
 if TYPE_CHECKING:
@@ -42,8 +42,7 @@ def export_torchscript(
                 traced = torch.jit.trace(model, (example,), check_trace=False)
             elif kind == "step":
                 step = step_graph(model)
-                fshape = frame_shape(model)
-                traced = torch.jit.trace(step, (torch.randn(2, *fshape), *random_state(model, 2)), check_trace=False)
+                traced = torch.jit.trace(step, tuple(step_example(model, 2)), check_trace=False)
             else:
                 raise ConfigError(f"unknown export kind {kind!r}: expected 'clip' or 'step'")
             traced.save(str(path))
@@ -58,12 +57,9 @@ def export_torchscript(
                             diff = float((loaded(x) - model(x)).abs().max())
                             report.checks.append({"input": f"clip {tuple(x.shape)}", "max_abs_diff": diff})
                     else:
-                        frame = torch.randn(b, *fshape)
-                        state = random_state(model, b)
-                        diff = max(
-                            float((a - r).abs().max()) for a, r in zip(loaded(frame, *state), step(frame, *state))
-                        )
-                        report.checks.append({"input": f"step {tuple(frame.shape)}", "max_abs_diff": diff})
+                        inputs = step_example(model, b)  # frame, h[, c][, previous]
+                        diff = max(float((a - r).abs().max()) for a, r in zip(loaded(*inputs), step(*inputs)))
+                        report.checks.append({"input": f"step {tuple(inputs[0].shape)}", "max_abs_diff": diff})
             if not report.max_abs_diff <= tol:
                 raise ExportError(f"{path}: TorchScript differs from PyTorch by {report.max_abs_diff:.2e}:\n{report}")
         return report
