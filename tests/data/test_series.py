@@ -192,12 +192,18 @@ def test_long_csv_without_a_time_column_keeps_row_order(tmp_path):
 
 def test_wide_csv_shorter_rows_are_shorter_series(tmp_path):
     header = "label," + ",".join(f"v{i}" for i in range(10))
-    rows = ["a," + ",".join(str(i) for i in range(10)), "b,5,6,7,,,,,,,", "a,1,2,3,4,5,6,7"]
+    rows = ["a," + ",".join(str(i) for i in range(10)), "b,5,6,7,,,,,,,", "a,1,2,3,4,5,6,7,,,"]
     d = load_series(write(tmp_path / "wide.csv", "\n".join([header, *rows]) + "\n"))
     assert d.features == 1 and d.lengths.tolist() == [10, 3, 7]
     assert d.x[1][:, 0].tolist() == [5, 6, 7]
     assert d.x[0][:, 0].tolist() == list(range(10))
     assert d.classes == ["a", "b"] and d.y.tolist() == [0, 1, 0]
+
+
+def test_a_wide_csv_row_cut_short_is_refused_with_its_line(tmp_path):
+    text = "label,v0,v1,v2,v3\na,1,2,3,4\nb,5,6\n"  # line 3 has 3 cells, the header 5 columns
+    with pytest.raises(DataError, match=r"line 3: 3 cell\(s\) where the header has 5 columns: a shorter series keeps"):
+        load_series(write(tmp_path / "cut.csv", text))
 
 
 def test_numeric_labels_sort_as_numbers(tmp_path):
@@ -244,8 +250,10 @@ def test_csv_with_a_header_only_is_empty(tmp_path):
 
 
 def test_gap_inside_a_series_is_a_nan_not_a_shorter_series(tmp_path):
-    with pytest.raises(DataError, match=r"series 1 has 1 NaN/inf value\(s\), the first at step 1, feature 0"):
+    with pytest.raises(DataError, match=r"the series on line 3 has 1 NaN/inf value\(s\), the first at step 1 "):
         load_series(write(tmp_path / "bad.csv", "label,v0,v1,v2\na,1,2,3\nb,4,,6\n"))
+    with pytest.raises(DataError, match=r"series id 'b' has 1 NaN/inf value\(s\), the first at step 1 \(from 0\)"):
+        load_series(write(tmp_path / "long.csv", "id,label,f\na,x,1\nb,y,2\nb,y,\n"))
 
 
 def test_four_dimensional_array(tmp_path):
@@ -267,7 +275,7 @@ def test_nan_names_the_series_and_the_step(tmp_path):
     x[2, 3, 1] = np.nan
     x[2, 4, 0] = np.inf
     with pytest.raises(
-        DataError, match=r"series 2 has 2 NaN/inf value\(s\), the first at step 3, feature 1: fill or drop them"
+        DataError, match=r"series x\[2\] has 2 NaN/inf value\(s\), the first at step 3 \(from 0\), feature 1: fill or"
     ):
         load_series(savez(tmp_path / "nan.npz", x=x, y=[0, 1, 0]))
 
@@ -300,7 +308,7 @@ def test_bad_lengths(tmp_path, lengths):
 
 
 def test_empty_series(tmp_path):
-    with pytest.raises(DataError, match=r"series 0 is empty"):
+    with pytest.raises(DataError, match=r"series x\[0\] is empty"):
         load_series(savez(tmp_path / "bad.npz", x=np.zeros((2, 0, 1)), y=[0, 1]))
 
 

@@ -97,20 +97,23 @@ def _is_number(v: str) -> bool:
         return False
 
 
-def _check_values(x: list[np.ndarray], where: str) -> list[np.ndarray]:
+def _check_values(x: list[np.ndarray], where: str, names: Sequence[str] | None = None) -> list[np.ndarray]:
+    """Every series ``(T, F)`` with the first's ``F``, not empty, finite; ``names`` say where each one is (a CSV's
+    line or id), else its index ``x[i]`` (from 0, as in the array)."""
     if not x:
         raise DataError(f"{where}: no series")
     f = x[0].shape[1]
     for i, s in enumerate(x):
+        name = names[i] if names else f"series x[{i}]"
         if s.ndim != 2 or s.shape[1] != f:
-            raise DataError(f"{where}: series {i} is {s.shape}, the first is (T, F={f}): every series needs F={f}")
+            raise DataError(f"{where}: {name} is {s.shape}, the first is (T, F={f}): every series needs F={f}")
         if len(s) == 0:
-            raise DataError(f"{where}: series {i} is empty")
+            raise DataError(f"{where}: {name} is empty")
         bad = np.argwhere(~np.isfinite(s))
         if len(bad):
             t, c = bad[0]
             raise DataError(
-                f"{where}: series {i} has {len(bad)} NaN/inf value(s), the first at step {t}, feature {c}: "
+                f"{where}: {name} has {len(bad)} NaN/inf value(s), the first at step {t} (from 0), feature {c}: "
                 "fill or drop them first (e.g. numpy.nan_to_num, or interpolate)"
             )
     return [np.ascontiguousarray(s, dtype=np.float32) for s in x]
@@ -150,7 +153,8 @@ def _aeon(name: str, split: str) -> tuple[list[np.ndarray], list[str]]:
     return series, [str(v) for v in y]
 
 
-def _csv(path: Path) -> tuple[list[np.ndarray], list[str]]:
+def _csv(path: Path) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """The series, their labels and where each one is (``line N`` of a wide CSV, ``id X`` of a long one)."""
     with path.open(newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f, restkey="__extra__"))
     if not rows:
@@ -193,15 +197,20 @@ def _csv(path: Path) -> tuple[list[np.ndarray], list[str]]:
             t = num(r[tcol], line, tcol) if tcol else len(groups.get(sid, []))
             groups.setdefault(sid, []).append((t, [num(r[c], line, c) for c in feats]))
         x = [np.array([v for _, v in sorted(g, key=lambda p: p[0])], dtype=np.float32) for g in groups.values()]
-        return x, [labels[k] for k in groups]
+        return x, [labels[k] for k in groups], [f"series id {k!r}" for k in groups]
     values = [c for c in cols if c != "label"]  # wide: one row per series
     x = []
     for line, r in enumerate(rows, start=2):
         v = [r[c] for c in values]
-        while v and v[-1] in ("", None):  # shorter series leave their last cells empty
+        if None in v:  # the row ends before the header does: a cut line, not a deliberately shorter series
+            raise DataError(
+                f"{path} line {line}: {1 + v.index(None)} cell(s) where the header has {len(cols)} columns: a shorter "
+                "series keeps its commas and leaves its last cells empty (label,1.0,2.0,,)"
+            )
+        while v and v[-1] == "":  # shorter series leave their last cells empty
             v.pop()
         x.append(np.array([num(a, line, c) for a, c in zip(v, values)], dtype=np.float32)[:, None])
-    return x, [r["label"] for r in rows]
+    return x, [r["label"] for r in rows], [f"the series on line {line}" for line in range(2, len(rows) + 2)]
 
 
 @contextlib.contextmanager
@@ -230,6 +239,7 @@ def load_series(source: str | Path, split: str | None = "train", classes: list[s
         DataError: a missing file, a malformed array or CSV, NaNs, unknown labels; the message says which.
     """
     s = str(source)
+    names = None  # where each series is, for messages: a CSV's lines or ids
     if s.startswith("aeon:"):
         name = s.split(":", 1)[1]
         x, raw = _aeon(name, split or "train")
@@ -261,7 +271,7 @@ def load_series(source: str | Path, split: str | None = "train", classes: list[s
                 )
             x, raw = _from_array(np.load(path, allow_pickle=False), None, str(path)), list(np.load(labels))
         elif path.suffix == ".csv":
-            x, raw = _csv(path)
+            x, raw, names = _csv(path)
         else:
             raise DataError(f"{path}: series are read from .npz, .npy or .csv, not {path.suffix}")
     raw = (
@@ -273,7 +283,7 @@ def load_series(source: str | Path, split: str | None = "train", classes: list[s
         raise DataError(f"{s}: labels must be one per series, (N,), got shape {np.asarray(raw).shape}")
     if len(x) != len(raw):
         raise DataError(f"{s}: {len(x)} series but {len(raw)} labels")
-    x = _check_values(x, s)
+    x = _check_values(x, s, names)
     y, classes = _labels(raw, classes)
     return SeriesSet(x, y, classes, name)
 
