@@ -413,10 +413,25 @@ def _feature_shape(backbone: nn.Module, config: CNNLSTMConfig, sample: tuple) ->
     except ShapeError as e:
         raise ShapeError(
             f"backbone {config.backbone!r} cannot take input_shape {config.input_shape} (layout {config.layout}): {e}"
+            + _channels_last_hint(config)
         ) from None
     if not isinstance(feats, (torch.Size, tuple)) or not all(isinstance(s, int) or s is None for s in feats):
         raise ConfigError(f"backbone {config.backbone!r} must return one tensor, got shapes {feats}")
     return tuple(feats)
+
+
+def _channels_last_hint(config: CNNLSTMConfig) -> str:
+    """Where ``input_shape`` looks channels-last (C of 1 or 3 at the end, as Keras writes it) in a channels-first
+    layout: the layout that reads it as given, or the shape in the layout asked for."""
+    shape, lay = tuple(config.input_shape), config.layout
+    other = {"NTCHW": "NTHWC", "NCHW": "NHWC"}.get(lay)
+    if other is None or shape[-1] not in (1, 3) or shape[-3] in (1, 3):
+        return ""
+    moved = (*shape[:-3], shape[-1], *shape[-3:-1])
+    return (
+        f". input_shape {shape} looks channels-last ({', '.join(other[1:])}), as Keras writes it: build the model "
+        f"with layout='{other}' (it permutes the input once), or give input_shape={moved}"
+    )
 
 
 def _bridge(config: CNNLSTMConfig, feats: tuple, given: Bridge | None, source: str | None = None) -> Bridge:

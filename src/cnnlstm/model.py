@@ -228,7 +228,12 @@ class CNNLSTM(nn.Module):
     def _entry(self, x: torch.Tensor, lengths: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Check ``x`` against the config and permute it, once, into the canonical layout."""
         if not isinstance(x, torch.Tensor):
-            raise ShapeError(f"CNNLSTM wants a tensor in layout {self.layout.value}, got {type(x).__name__}")
+            hint = ": convert it with torch.from_numpy(x).float()" if type(x).__module__ == "numpy" else ""
+            raise TypeError(f"CNNLSTM wants a torch tensor in layout {self.layout.value}, got {type(x).__name__}{hint}")
+        if not (x.is_floating_point()):
+            hint = ": frames are float, scaled and normalised as in training, e.g. x.float() / 255" if (
+                x.dtype == torch.uint8) else ": convert it with x.float()"  # fmt: skip
+            raise ShapeError(f"CNNLSTM wants a float tensor, got {x.dtype} {tuple(x.shape)}{hint}")
         if x.dim() == len(self.layout.value) - 1:
             raise ShapeError(
                 f"CNNLSTM wants ({', '.join(self.layout.value)}), got {x.dim()}-D {tuple(x.shape)}: "

@@ -58,6 +58,11 @@ def test_doctor_on_a_user_file_prescribes_the_fix(tmp_path):
     assert result.exit_code == 1
     assert "LSTM 'lstm'" in result.output
     assert 'bridge="gap" gives F=64' in result.output and 'bridge="flatten" gives F=3136' in result.output
+    # the table of what runs, up to the module that fails, before the diagnosis
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["module", "type", "input", "output", "params"]
+    failed = [line for line in lines if line.endswith("<- failed here")]
+    assert len(failed) == 1 and "LSTM" in failed[0] and "(8, 16, 64, 7, 7)" in failed[0]
 
 
 def test_doctor_user_file_needs_a_factory_name(tmp_path):

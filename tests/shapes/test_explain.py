@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
+import numpy as np
+import torch
 from torch import nn
 
-from cnnlstm import Explanation, ShapeError, explain
+from cnnlstm import Explanation, diagnose, explain
 
 
 def test_explain_rows_and_table(small_model, no_hooks):
@@ -48,8 +49,28 @@ def test_explain_counts_repeated_calls():
     assert table.rows[0].params == 4 * 8 + 8 + 8 * 8 + 8
 
 
-def test_explain_wrong_shape_raises_and_removes_hooks(small_model, no_hooks):
+def test_explain_wrong_shape_says_why_and_removes_hooks(small_model, no_hooks):
     model = small_model()
-    with pytest.raises(ShapeError, match="C=3"):
-        explain(model, (2, 8, 5, 32, 32))
+    table = explain(model, (2, 8, 5, 32, 32))
+    assert not table.ok and "C=3" in table.error and str(table).splitlines()[-1].startswith("error: ")
     assert no_hooks(model)
+
+
+def test_explain_on_a_broken_model_shows_the_rows_up_to_the_failing_module():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(100, 10))  # 4*14*14 = 784 in
+    table = explain(net, (2, 3, 16, 16))
+    assert [r.path for r in table.rows] == ["", "0", "1", "2", "3"] and table.failed == "3"
+    text = str(table)
+    marked = [line for line in text.splitlines() if line.endswith("<- failed here")]
+    assert len(marked) == 1 and "Linear" in marked[0]
+    assert "in_features=784" in table.error
+    assert repr(table) == text  # a REPL prints the table
+
+
+def test_explain_and_diagnose_take_a_tensor_or_an_array_for_its_shape(small_model):
+    model = small_model()
+    x = np.zeros((2, 8, 3, 32, 32), np.float32)
+    assert str(explain(model, x)) == str(explain(model, (2, 8, 3, 32, 32)))
+    assert diagnose(model, torch.from_numpy(x)).ok
+    bad = explain(model, np.zeros((2, 8, 5, 32, 32)))
+    assert len(bad.error) < 600  # the shape, not the array's values, in the message

@@ -78,9 +78,10 @@ def doctor(target, input_shape, layout, num_classes, lengths, **kw) -> None:
         opts = model_kwargs("video", ModelOptions(**given(kw, ModelOptions)))
         model = CNNLSTM(**opts, num_classes=num_classes, input_shape=shape[1:], layout=layout)
     result = diagnose(model, shape, lengths=lens)
-    if result.ok:
-        known = tuple(UNKNOWN_SIZE if s is None else s for s in shape)
-        click.echo(explain(model, known, **({"lengths": lens} if lens and takes_lengths(model) else {})))
+    known = tuple(UNKNOWN_SIZE if s is None else s for s in shape)
+    table = explain(model, known, **({"lengths": lens} if lens and takes_lengths(model) else {}))
+    if table.rows:  # as far as the model runs; the diagnosis below says why it stops there
+        click.echo("\n".join(str(table).splitlines()[: len(table.rows) + 2]))
         click.echo()
     echo_lines([f"{type(model).__name__} on input {shape}:", str(result)])
     if not result.ok:

@@ -113,6 +113,19 @@ class TimeDistributed(nn.Module):
             )
         n, t = x.shape[:2]
         lengths = check_lengths(lengths, n, t, f"TimeDistributed({type(self.module).__name__})")
+        try:
+            return self._forward(x, lengths, n, t)
+        except ShapeError as e:
+            if x.dim() != 4 or not any(isinstance(m, nn.Conv2d) for m in self.module.modules()):
+                raise
+            raise ShapeError(
+                f"TimeDistributed({type(self.module).__name__}) expected a clip (N, T, C, H, W), got 4-D "
+                f"{tuple(x.shape)}, which it reads as N={n} clips of T={t} frames {tuple(x.shape[2:])}. For one clip "
+                "add the batch axis: x.unsqueeze(0); for a batch of images call the module itself. "
+                f"({e})"
+            ) from None
+
+    def _forward(self, x: torch.Tensor, lengths: torch.Tensor | None, n: int, t: int) -> torch.Tensor:
         with shape_guard(self.module, (n * t, *x.shape[2:]), name=f"TimeDistributed({type(self.module).__name__})"):
             if lengths is not None and x.device.type != "meta" and bool((lengths < t).any()):
                 mask = valid_mask(lengths.to(x.device), t)  # (N, T)

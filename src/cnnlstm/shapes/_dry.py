@@ -55,7 +55,10 @@ def run(module: nn.Module, shape: tuple, dtype: torch.dtype, kwargs: dict) -> An
 
 
 def check_shape(input_shape: Any, owner: str) -> tuple:
-    """``input_shape`` as a tuple of positive ints (or None), else a :class:`ShapeError` naming ``owner``."""
+    """``input_shape`` as a tuple of positive ints (or None), else a :class:`ShapeError` naming ``owner``; a tensor
+    or an array stands for its shape."""
+    if hasattr(input_shape, "shape") and not isinstance(input_shape, tuple):
+        input_shape = tuple(int(s) for s in input_shape.shape)
     try:
         shape = tuple(input_shape)
     except TypeError:
@@ -64,7 +67,8 @@ def check_shape(input_shape: Any, owner: str) -> tuple:
         ) from None
     for s in shape:
         if s is not None and (not isinstance(s, int) or isinstance(s, bool) or s < 1):
-            raise ShapeError(f"{owner}: every size in input_shape must be a positive int (or None), got {shape}")
+            shown = repr(shape) if len(repr(shape)) <= 200 else repr(shape)[:200] + "..."
+            raise ShapeError(f"{owner}: every size in input_shape must be a positive int (or None), got {shown}")
     return shape
 
 

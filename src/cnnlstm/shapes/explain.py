@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ShapeError
 from ._dry import check_shape, first_paths, first_tensor_shape, hooked, placeholders, run, shapes_of
 from .findings import format_shape
 from .guard import diagnosed
@@ -30,10 +31,22 @@ class Row:
 
 @dataclass
 class Explanation:
-    """The :func:`explain` table: ``rows`` in call order, printable with ``str()``."""
+    """The :func:`explain` table: ``rows`` in call order, printable with ``str()``.
+
+    Where the model cannot run on the shape, ``error`` says why (with the fix) and the table stops at the module that
+    failed (``failed``, its path), marked in the table."""
 
     rows: list[Row]
     output: Any
+    error: str | None = None
+    failed: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def __repr__(self) -> str:  # a REPL shows the table, not the dataclass
+        return str(self)
 
     @property
     def total_params(self) -> int:
@@ -57,6 +70,11 @@ class Explanation:
             for line in [header, *body]
         ]
         lines.insert(1, "-" * len(lines[0]))
+        if self.error is not None:
+            at = next((i for i, r in enumerate(self.rows) if r.path == self.failed and r.output is None), None)
+            if at is not None:
+                lines[at + 2] += "  <- failed here"
+            lines.append(f"error: {self.error}")
         return "\n".join(lines)
 
 
@@ -65,8 +83,11 @@ def explain(model: nn.Module, input_shape: tuple, *, dtype: torch.dtype = torch.
 
     Args:
         model: any module.
-        input_shape: the full input shape, batch included.
+        input_shape: the full input shape, batch included (or a tensor or an array: its shape).
         kwargs: further keyword arguments of the forward.
+
+    A model that cannot run on the shape gives the table up to the module that failed, marked, and the error with
+    its fix (``Explanation.error``); it does not raise.
 
     >>> print(explain(nn.Sequential(nn.Linear(4, 8), nn.ReLU()), (2, 4)))
     module   type        input   output  params
@@ -95,6 +116,9 @@ def explain(model: nn.Module, input_shape: tuple, *, dtype: torch.dtype = torch.
     try:
         with diagnosed(model, shape, dtype=dtype, **kwargs):
             out = run(model, placeholders(shape, 5), dtype, kwargs)
+    except ShapeError as e:
+        unfinished = [r for r in rows.values() if r.output is None]  # entered, never left: the last is the culprit
+        return Explanation(list(rows.values()), None, str(e), unfinished[-1].path if unfinished else None)
     finally:
         for h in handles:
             h.remove()

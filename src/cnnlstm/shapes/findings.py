@@ -84,3 +84,6 @@ class Diagnosis:
         if self.ok:
             lines.insert(0, f"runs: output {format_shape(self.output)}, with {len(self.findings)} warning(s)")
         return "\n".join(lines)
+
+    def __repr__(self) -> str:  # a REPL shows what was found, not the dataclass
+        return str(self)
