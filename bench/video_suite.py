@@ -64,6 +64,9 @@ CONFIGS: dict[str, dict] = {
         "clip": {"clip_len": 8, "size": (64, 64)},
         "options": {"epochs": 30, "patience": 6, "augment": True, "schedule": "warmup-cosine"},
     },
+    # a ConvLSTM over the backbone's maps (its state keeps where things are), then the grid bridge
+    "convlstm": {"model": {"bridge": "grid", "motion": "stack", "rnn": "convlstm", "hidden_size": 64},
+                 "clip": {"clip_len": 8, "size": (64, 64)}, "options": {"epochs": 30, "patience": 6}},
     "demo-model": {
         "model": {"backbone_channels": (16, 32, 64), "bridge": "grid", "hidden_size": 64},
         "clip": {"clip_len": 8, "size": (48, 48)},
@@ -264,7 +267,7 @@ def run_one(data: Path, out: Path, config: dict, seed: int) -> dict:
     from cnnlstm.tasks.entry import train
 
     t0 = time.time()
-    options = {"seed": seed, "progress": False, "workers": 1, **config.get("options", {})}
+    options = {"seed": seed, "progress": False, "workers": 1, "overwrite": True, **config.get("options", {})}
     summary = train(data, out, model=ModelOptions(**config.get("model", {})), clip=config.get("clip"), options=options)
     seconds = time.time() - t0
     result = evaluate(out, data, split="test")
@@ -297,6 +300,7 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="Seeds first-seed .. first-seed + seeds - 1.")
     ap.add_argument("--train-per-class", type=int, default=50)
     ap.add_argument("--test-per-class", type=int, default=20)
     ap.add_argument("--data", default=None, help="Keep the videos here (default: a temporary folder).")
@@ -318,8 +322,8 @@ def main() -> None:
             if args.make_only:
                 continue
             for config in configs:
-                for seed in range(args.seeds):
-                    r = run_one(data, Path(tmp) / "runs" / f"{task}-{config}-{seed}", CONFIGS[config], seed)
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
+                    r = run_one(data, root / "runs" / f"{task}-{config}-{seed}", CONFIGS[config], seed)
                     rows.append({"task": task, "config": config, "seed": seed, "train_per_class": args.train_per_class,
                                  **r})  # fmt: skip
                     print(f"{task} {config} seed {seed}: accuracy {r['accuracy']:.3f}, "
