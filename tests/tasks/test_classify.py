@@ -223,6 +223,13 @@ def test_training_stops_when_the_validation_loss_stops_improving(tiny_videos, fi
     assert json.loads((tmp_path / "r" / "run.json").read_text())["stopped"] == summary.stopped
 
 
+def test_early_stopping_waits_for_min_epochs_and_patience_0_turns_it_off(tiny_videos, fit_tiny, tmp_path):
+    held = fit_tiny(tiny_videos, tmp_path / "a", epochs=40, lr=0.0, weight_decay=0.0, patience=2, min_epochs=9)
+    assert 9 <= held.epochs < 39 and held.stopped.startswith("the validation loss did not improve")
+    off = fit_tiny(tiny_videos, tmp_path / "b", epochs=4, lr=0.0, weight_decay=0.0, patience=0)
+    assert off.epochs == 4 and off.stopped == "the 4 epochs ran"
+
+
 def test_training_stops_at_its_time_budget_and_keeps_the_best_so_far(tiny_videos, fit_tiny, tmp_path):
     summary = fit_tiny(tiny_videos, tmp_path / "r", epochs=1000, max_time="2s")
     assert summary.stopped == "the time budget (2s) ran out" and summary.epochs < 1000

@@ -230,7 +230,7 @@ def _trainer(folder: RunFolder, opts: TrainOptions, validates: bool):
         dirpath=folder.checkpoints, filename="best", save_last=True, enable_version_counter=False, **monitor
     )
     callbacks: list[Any] = [ckpt]
-    if opts.patience is not None and validates:
+    if opts.patience and validates:
         callbacks.append(L.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=opts.patience))
     bar = opts.progress and sys.stderr.isatty()  # a bar that redraws itself only on a terminal
     if opts.progress and not bar:
@@ -238,6 +238,7 @@ def _trainer(folder: RunFolder, opts: TrainOptions, validates: bool):
     logger = L.loggers.CSVLogger(save_dir=str(folder.path), name="logs")  # a version per resume: nothing overwritten
     trainer = L.Trainer(
         max_epochs=opts.epochs,
+        min_epochs=min(opts.min_epochs, opts.epochs) if opts.min_epochs else None,
         accelerator=opts.accelerator,
         devices=opts.devices,
         strategy=opts.strategy,

@@ -72,7 +72,8 @@ class TrainOptions:
         progress: show progress: Lightning's bar on a terminal, one line per epoch elsewhere.
         verbose: show Lightning's own messages and routine warnings.
         max_time: a time budget for training, e.g. 15m, 1h30m or 00:15:00; the kept model is the best so far.
-        patience: stop once the validation loss has not improved for this many epochs (default: never).
+        patience: stop once the validation loss has not improved for this many epochs (0: never).
+        min_epochs: epochs trained before early stopping may end the run.
     """
 
     epochs: int = 10
@@ -96,6 +97,7 @@ class TrainOptions:
     verbose: bool = False
     max_time: str | None = None
     patience: int | None = None
+    min_epochs: int | None = None
 
     def __post_init__(self):
         lightning_precision(self.precision)  # an unknown precision fails here, before any data is read
@@ -103,8 +105,10 @@ class TrainOptions:
             raise ConfigError(f"unknown schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
         if self.max_time is not None:
             parse_duration(self.max_time)
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"patience must be at least 1 epoch, got {self.patience}")
+        if self.patience is not None and self.patience < 0:
+            raise ConfigError(f"patience is a number of epochs (0: no early stopping), got {self.patience}")
+        if self.min_epochs is not None and self.min_epochs < 1:
+            raise ConfigError(f"min_epochs must be at least 1, got {self.min_epochs}")
         for name, low in (("epochs", 1), ("batch_size", 1), ("num_nodes", 1), ("workers", 0)):
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
