@@ -1,7 +1,11 @@
-"""The export folder as an edge user gets it: labels, preprocessing and export.json beside the graphs."""
+"""The export folder as an edge user gets it: labels, preprocessing and export.json beside the graphs, and a video
+classified from them with onnxruntime, PyAV and numpy alone (examples/05_onnxruntime_only.py)."""
 
+import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,7 @@ from click.testing import CliRunner
 import cnnlstm as cl
 from cnnlstm.build import preset
 from cnnlstm.cli import main
+from cnnlstm.data.datasets import VideoDataset, VideoItem
 from cnnlstm.export import export_run
 from cnnlstm.run import DataSpec, ForecastSpec, Kind, RunFolder, SeriesSpec, load_run
 
@@ -19,6 +24,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 pytest.importorskip("av")
 
+EXAMPLE = Path(__file__).parents[1] / "examples" / "05_onnxruntime_only.py"
 BUNDLE = ["export.json", "labels.json", "preprocessing.json"]
 
 
@@ -41,6 +47,15 @@ def exported(tiny_run, tmp_path_factory):
     return run, out, result.output
 
 
+@pytest.fixture(scope="module")
+def example():
+    """The example script as a module (its functions, without running main)."""
+    spec = importlib.util.spec_from_file_location("onnxruntime_only", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _read(folder: Path, name: str):
     return json.loads((folder / name).read_text())
 
@@ -49,6 +64,10 @@ def _session(path: Path):
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _test_videos(tiny_videos, n: int | None = None) -> list[Path]:
+    return sorted(Path(tiny_videos, "test").rglob("*.mp4"))[:n]
 
 
 # ---------------------------------------------------------------------------------------------- the files
@@ -141,10 +160,68 @@ def test_the_step_convention_streams_a_clip_to_the_clip_graphs_logits(exported):
     np.testing.assert_allclose(logits, whole, atol=1e-4)
 
 
+# ---------------------------------------------------------------------------------------------- the example
+
+
+def test_the_example_makes_the_clip_cnnlstm_makes(exported, example, tiny_videos):
+    run, out, _ = exported
+    prep = _read(out, "preprocessing.json")
+    spec = load_run(run).spec.for_scoring()
+    for video in _test_videos(tiny_videos):
+        ds = VideoDataset([VideoItem(str(video), 0)], ["x"], spec=spec, warn=False)
+        frames = example.count_frames(video)
+        indices = example.uniform_indices(frames, prep["clip_len"], prep["pad"])
+        assert frames == ds.infos[0].frames and indices.tolist() == ds.clip_indices(0)[0].tolist()
+        raw = example.read_frames(video, indices, prep["size"], prep["resize"]["pixel_format"])
+        mine = example.to_model_input(raw, prep)  # (1, T, C, H, W)
+        np.testing.assert_allclose(mine[0], ds[0]["video"].numpy(), atol=1e-6, err_msg=str(video))
+        channels_last = example.to_model_input(raw, {**prep, "layout": "NTHWC"})  # (1, T, H, W, C)
+        np.testing.assert_allclose(channels_last[0], ds[0]["video"].numpy().transpose(0, 2, 3, 1), atol=1e-6)
+
+
+def test_the_examples_frame_rule_and_gray_decoding_are_cnnlstms(example, tiny_videos):
+    from cnnlstm.data.sampling import uniform_indices
+    from cnnlstm.data.video import read_frames
+
+    for frames in range(1, 30):
+        for t in range(1, 9):
+            for pad in ("repeat", "lengths"):
+                assert example.uniform_indices(frames, t, pad).tolist() == uniform_indices(frames, t, pad).tolist()
+    video, indices = _test_videos(tiny_videos, 1)[0], np.array([0, 3, 3, 1])  # any order, repeats
+    gray = example.read_frames(video, indices, (20, 28), "gray")
+    assert gray.shape == (4, 20, 28, 1)
+    np.testing.assert_array_equal(gray, read_frames(video, indices, (20, 28), channels=1))
+
+
+def _run_example(*args: str) -> subprocess.CompletedProcess:
+    """The example in a fresh interpreter where ``import torch`` and ``import cnnlstm`` fail."""
+    blocked = (
+        "import runpy, sys; sys.modules['torch'] = sys.modules['cnnlstm'] = None; "
+        f"sys.argv = [{str(EXAMPLE)!r}, *sys.argv[1:]]; runpy.run_path({str(EXAMPLE)!r}, run_name='__main__')"
+    )
+    return subprocess.run([sys.executable, "-c", blocked, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_the_example_without_torch_classifies_as_cnnlstm_predict_does(exported, tiny_videos):
+    run, out, _ = exported
+    videos = _test_videos(tiny_videos, 3)
+    predicted = CliRunner().invoke(main, ["predict", str(run), *map(str, videos), "--top-k", "3", "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    for video, want in zip(videos, json.loads(predicted.output)):
+        done = _run_example(str(out), str(video), "--top-k", "3")
+        assert done.returncode == 0, done.stderr
+        header, *lines = done.stdout.strip().splitlines()
+        assert header.startswith(f"{video}: frames ") and "input (1, 4, 3, 24, 24) NTCHW" in header
+        got = [line.strip().rsplit(maxsplit=1) for line in lines]
+        assert [label for label, _ in got] == [t["label"] for t in want["top"]], done.stdout
+        for (_, prob), t in zip(got, want["top"]):
+            assert abs(float(prob) - t["prob"]) <= 1e-4  # predict rounds to 4 decimals, the example prints 6
+
+
 # ---------------------------------------------------------------------------------------------- other runs
 
 
-def test_torchscript_artifacts_are_described_like_their_onnx_twins(exported, tmp_path):
+def test_torchscript_artifacts_are_described_like_their_onnx_twins(exported, tiny_videos, tmp_path):
     run, out, _ = exported
     export_run(run, "torchscript", out=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.pt", "step.pt", *BUNDLE])
@@ -156,6 +233,8 @@ def test_torchscript_artifacts_are_described_like_their_onnx_twins(exported, tmp
         assert a["checks"] and all(c["max_abs_diff"] <= c["tolerance"] for c in a["checks"])
     assert _read(tmp_path, "labels.json") == _read(out, "labels.json")
     assert _read(tmp_path, "preprocessing.json") == _read(out, "preprocessing.json")
+    refused = _run_example(str(tmp_path), str(_test_videos(tiny_videos, 1)[0]))  # the example wants an ONNX graph
+    assert refused.returncode == 1 and "has no ONNX clip graph: run `cnnlstm export RUN`" in refused.stderr
 
 
 def test_a_motion_input_model_says_the_graph_takes_the_differences(tiny_run, tmp_path):
