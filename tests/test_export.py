@@ -306,7 +306,9 @@ def test_export_cli_onnx_int8(tiny_run, tmp_path):
     sizes = re.search(r"clip graph: ([\d.]+) MB -> ([\d.]+) MB, [\d.]+ ms -> [\d.]+ ms per clip", text)
     assert sizes and float(sizes.group(2)) < float(sizes.group(1))
     assert re.search(r"step graph: [\d.]+ MB -> [\d.]+ MB, [\d.]+ ms -> [\d.]+ ms per streamed frame", text)
-    assert sorted(p.name for p in out.iterdir()) == ["model.int8.onnx", "model.onnx", "step.int8.onnx", "step.onnx"]
+    graphs = ["model.int8.onnx", "model.onnx", "step.int8.onnx", "step.onnx"]
+    bundle = ["export.json", "labels.json", "preprocessing.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(graphs + bundle)
     # the exported file is the run's model
     model = cl.CNNLSTM.from_pretrained(tiny_run).eval()
     x = torch.randn(2, 5, 3, 24, 24)
@@ -354,7 +356,8 @@ def test_export_cli_model_that_cannot_stream_exports_only_the_clip(tiny_run, tmp
     result = CliRunner().invoke(main, ["export", str(run), "--format", "torchscript"])
     assert result.exit_code == 0, result.output
     assert "no streaming-step graph: a bidirectional RNN" in result.output and "bidirectional=False" in result.output
-    assert sorted(p.name for p in (run / "export").iterdir()) == ["model.pt"]
+    files = sorted(p.name for p in (run / "export").iterdir())
+    assert files == ["export.json", "labels.json", "model.pt", "preprocessing.json"]  # the bundle, not a step graph
 
 
 def test_export_cli_not_a_run(tmp_path):

@@ -1,4 +1,4 @@
-"""``cnnlstm export``: the run's graphs, verified against PyTorch; int8 on request."""
+"""``cnnlstm export``: the run's graphs, verified against PyTorch, int8 on request, and what serving them needs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ __all__ = ["export"]
 @click.option("--sample", default=32, show_default=True, help="Clips of the run's data for the int8 agreement.")
 @library_errors
 def export(run, fmt, int8, out, sample) -> None:
-    """Export RUN's model (whole clip, and the streaming step where the model can stream), verified against PyTorch."""
+    """Export RUN's model (whole clip, and the streaming step where the model can stream), verified against PyTorch,
+    with labels.json, preprocessing.json and export.json beside it: all a runtime without cnnlstm needs."""
     from ..export import export_run
 
     echo_lines(export_run(run, fmt, int8, out, sample).lines())

@@ -16,7 +16,12 @@ from ._common import quiet, session, step_example, step_names
 if TYPE_CHECKING:
     from ..model import CNNLSTM
 
-__all__ = ["int8_report", "latency_ms", "quantize_onnx"]
+__all__ = ["int8_path", "int8_report", "latency_ms", "quantize_onnx"]
+
+
+def int8_path(fp32: Path, out_dir: Path) -> Path:
+    """Where :func:`int8_report` writes the int8 twin of the float32 graph ``fp32``: ``OUT_DIR/STEM.int8.onnx``."""
+    return out_dir / (fp32.stem + ".int8.onnx")
 
 
 def quantize_onnx(src: str | Path, dst: str | Path, conv: bool = True) -> Path:
@@ -80,7 +85,7 @@ def int8_report(
         Sizes on disk, latency per clip and per streamed frame (median ms, batch 1), and the
         share of the sample on which int8 and float32 agree on the top-1 class.
     """
-    q_clip = quantize_onnx(fp32_clip, out_dir / (fp32_clip.stem + ".int8.onnx"), conv)
+    q_clip = quantize_onnx(fp32_clip, int8_path(fp32_clip, out_dir), conv)
     one = {"clip": clips[:1].numpy()}
     report: dict[str, Any] = {
         "clip_mb": {"fp32": fp32_clip.stat().st_size / 1e6, "int8": q_clip.stat().st_size / 1e6},
@@ -91,7 +96,7 @@ def int8_report(
     report["top1_agreement"] = float((a == b).mean())
     report["sample_clips"] = len(clips)
     if fp32_step is not None:
-        q_step = quantize_onnx(fp32_step, out_dir / (fp32_step.stem + ".int8.onnx"), conv)
+        q_step = quantize_onnx(fp32_step, int8_path(fp32_step, out_dir), conv)
         feeds = {name: t.numpy() for name, t in zip(step_names(model)[0], step_example(model, 1))}
         report["step_mb"] = {"fp32": fp32_step.stat().st_size / 1e6, "int8": q_step.stat().st_size / 1e6}
         report["frame_ms"] = {"fp32": latency_ms(fp32_step, feeds), "int8": latency_ms(q_step, feeds)}

@@ -1,8 +1,9 @@
-"""Export a trained run folder: the clip graph, the streaming step where the model can stream, int8 on request."""
+"""Export a trained run folder: the clip graph, the streaming step where the model can stream, int8 on request,
+and beside them what a runtime without cnnlstm needs (labels, preprocessing, a manifest: :mod:`.bundle`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,12 @@ from ..errors import CnnlstmError, ConfigError
 from ..run import Run, RunFolder
 from ..streaming import check_streamable
 from ._common import ExportReport
+from .bundle import write_bundle
 
 __all__ = ["ExportResult", "export_run", "sample_clips"]
 
 FORMATS = ("onnx", "torchscript")
+TOL = 1e-4  # the largest difference to PyTorch an exported graph may show
 
 
 @dataclass
@@ -26,6 +29,7 @@ class ExportResult:
     no_step: str | None = None  # why there is no streaming-step graph
     int8: dict[str, Any] | None = None
     sample: str = ""  # "real" or "random" clips behind the int8 agreement
+    bundle: list[tuple[Path, str]] = field(default_factory=list)  # labels, preprocessing, export.json: what each holds
 
     def lines(self) -> list[str]:
         out = [f"no streaming-step graph: {self.no_step}"] if self.no_step else []
@@ -45,14 +49,16 @@ class ExportResult:
                     f"  step graph: {q['step_mb']['fp32']:.2f} MB -> {q['step_mb']['int8']:.2f} MB, "
                     f"{q['frame_ms']['fp32']:.2f} ms -> {q['frame_ms']['int8']:.2f} ms per streamed frame"
                 )
-        return out
+        return out + [f"{path}: {what}" for path, what in self.bundle]
 
 
 def export_run(
     run: str | Path, fmt: str = "onnx", int8: bool = False, out: str | Path | None = None, sample: int = 32
 ) -> ExportResult:
     """Export a run's model, verified against PyTorch: ``model.EXT`` (whole clip) and, for a clip model that
-    can stream, ``step.EXT`` (one streaming step).
+    can stream, ``step.EXT`` (one streaming step); beside them ``labels.json``, ``preprocessing.json`` (a raw
+    input to the model's input, without cnnlstm) and ``export.json`` (every file written, its inputs, outputs
+    and checks), so that the folder alone serves an edge runtime.
 
     Args:
         run: the run folder.
@@ -78,13 +84,14 @@ def export_run(
         no_step = str(why)
     ext = "onnx" if fmt == "onnx" else "pt"
     do = export_onnx if fmt == "onnx" else export_torchscript
-    reports = [do(r.model, folder / f"model.{ext}", kind="clip")]
+    reports = [do(r.model, folder / f"model.{ext}", kind="clip", tol=TOL)]
     if no_step is None:
-        reports.append(do(r.model, folder / f"step.{ext}", kind="step"))
+        reports.append(do(r.model, folder / f"step.{ext}", kind="step", tol=TOL))
     result = ExportResult(reports, no_step)
     if int8:
         clips, result.sample = sample_clips(r, sample)
         result.int8 = int8_report(r.model, reports[0].path, reports[1].path if no_step is None else None, clips, folder)
+    result.bundle = write_bundle(r, folder, reports, TOL, no_step, result.int8, result.sample)
     return result
 
 
