@@ -1,7 +1,7 @@
 """The video suite: tasks whose label is how things move, built from real images that packages ship, to choose
 defaults on (their mean and their worst task) rather than on the demo alone.
 
-Run: python bench/video_suite.py [--tasks a,b] [--configs x,y] [--seeds 3] [--train-per-class 40]
+Run: python bench/video_suite.py [--tasks a,b] [--configs x,y] [--seeds 3] [--train-videos 240] [--data DIR]
 
 Images: scikit-learn's two photos (china.jpg, flower.jpg) and its handwritten digits; no download. Every video is
 written through PyAV as H.264 (``cnnlstm.data.write_video``, the path users' videos take) into
@@ -43,7 +43,16 @@ LENGTHS = (20, 40)
 
 # configurations: the options given to the library, as a user would give them on the command line
 CONFIGS: dict[str, dict] = {
+    # the library's defaults, given only the data and --out (cnnlstm.build's "video" preset, ClipSpec, VIDEO_TRAINING)
     "default": {},
+    # the same without early stopping: all 30 epochs, the epoch of the lowest validation loss kept (to measure patience)
+    "default-full": {"options": {"patience": 0}},
+    # the defaults before the suite: gap bridge, no motion input, 16 frames of 112x112, 10 epochs, no augmentation
+    "old-default": {
+        "model": {"bridge": "gap", "motion": "none"},
+        "clip": {"clip_len": 16, "size": (112, 112)},
+        "options": {"epochs": 10, "patience": 0, "augment": False, "schedule": "cosine"},
+    },
     # the library's model with the grid bridge, on the demo's short low-resolution clips
     "grid-8x64": {"model": {"bridge": "grid"}, "clip": {"clip_len": 8, "size": (64, 64)}},
     # the same trained until the validation loss stops improving
@@ -243,8 +252,10 @@ TASKS: dict[str, tuple[list[str], Callable]] = {
 }
 
 
-def make_task(root: Path, task: str, train_per_class: int, test_per_class: int, seed: int = 0) -> Path:
-    """Write ``root/train|test/CLASS/NNNN.mp4`` for ``task``; returns ``root``."""
+def make_task(root: Path, task: str, train_videos: int, test_per_class: int, seed: int = 0) -> Path:
+    """Write ``root/train|test/CLASS/NNNN.mp4`` for ``task``: about ``train_videos`` training videos shared
+    equally by its classes (so a 2-class task learns from as many videos as a 4-class one), ``test_per_class``
+    test videos a class; returns ``root``."""
     from cnnlstm.data.synthetic import write_class_videos
 
     classes, render = TASKS[task]
@@ -253,7 +264,7 @@ def make_task(root: Path, task: str, train_per_class: int, test_per_class: int, 
     def frames(split: str, label: str, rng: np.random.Generator, t: int, h: int, w: int) -> np.ndarray:
         return render(Scene(rng, photos, h, w, t, digits), label)
 
-    split = {"train": train_per_class, "test": test_per_class}
+    split = {"train": round(train_videos / len(classes)), "test": test_per_class}
     return write_class_videos(root, split, classes, frames, np.random.default_rng(seed), SIZES, LENGTHS)
 
 
@@ -301,7 +312,7 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--first-seed", type=int, default=0, help="Seeds first-seed .. first-seed + seeds - 1.")
-    ap.add_argument("--train-per-class", type=int, default=50)
+    ap.add_argument("--train-videos", type=int, default=240, help="Training videos a task, shared by its classes.")
     ap.add_argument("--test-per-class", type=int, default=20)
     ap.add_argument("--data", default=None, help="Keep the videos here (default: a temporary folder).")
     ap.add_argument("--make-only", action="store_true", help="Write the videos and stop.")
@@ -310,30 +321,30 @@ def main() -> None:
     tasks, configs = args.tasks.split(","), args.configs.split(",")
     if args.table_only:
         return write(_saved(), args)
-    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.data or tmp)
         for task in tasks:
             data = root / task
             if not (data / "test").is_dir():
                 t0 = time.time()
-                make_task(data, task, args.train_per_class, args.test_per_class)
+                make_task(data, task, args.train_videos, args.test_per_class)
                 print(f"{task}: videos written in {time.time() - t0:.0f} s", flush=True)
             if args.make_only:
                 continue
             for config in configs:
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
                     r = run_one(data, root / "runs" / f"{task}-{config}-{seed}", CONFIGS[config], seed)
-                    rows.append({"task": task, "config": config, "seed": seed, "train_per_class": args.train_per_class,
-                                 **r})  # fmt: skip
+                    row = {"task": task, "config": config, "seed": seed, "train_videos": args.train_videos, **r,
+                           "processor": machine().get("processor")}  # fmt: skip
                     print(f"{task} {config} seed {seed}: accuracy {r['accuracy']:.3f}, "
                           f"{r['train_seconds']:.0f} s, {r['epochs']} epochs", flush=True)  # fmt: skip
-    if args.make_only:
-        return
-    here = machine()
-    new = {(r["task"], r["config"], r["seed"]) for r in rows}  # a measurement replaces the saved one, others stay
-    kept = [r for r in _saved() if (r["task"], r["config"], r["seed"]) not in new]
-    write([*kept, *[{**r, "processor": here.get("processor")} for r in rows]], args)
+                    # saved at once (a long run that stops keeps what it measured); a measurement replaces the saved
+                    # one of the same task, configuration, seed and data size, the others stay
+                    write([*[x for x in _saved() if _key(x) != _key(row)], row], args)
+
+
+def _key(row: dict) -> tuple:
+    return row["task"], row["config"], row["seed"], row.get("train_videos"), row.get("train_per_class")
 
 
 def _saved() -> list[dict]:
@@ -345,7 +356,7 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
     """``results/video_suite.json`` and ``.md``: every saved row, tasks and configurations in the suite's order."""
     here = machine()
     # the table is of one data size (rows of other sizes stay in the JSON)
-    shown = [r for r in rows if r.get("train_per_class", 40) == args.train_per_class]
+    shown = [r for r in rows if r.get("train_videos") == args.train_videos]
     tasks = [t for t in TASKS if any(r["task"] == t for r in shown)]
     configs = [c for c in CONFIGS if any(r["config"] == c for r in shown)]
     lines = table(shown, configs, tasks)
@@ -353,9 +364,10 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
     head = [
         "# Video suite",
         "",
-        f"`python bench/video_suite.py` ({args.train_per_class} training and {args.test_per_class} test videos a "
-        f"class) on {', '.join(processors)}, {here.get('cores')} cores. Test accuracy, mean over seeds (macro-F1, "
-        "training seconds, seeds); the last row is the mean over tasks and the worst task.",
+        f"`python bench/video_suite.py` ({args.train_videos} training videos a task, shared by its classes, and "
+        f"{args.test_per_class} test videos a class) on {', '.join(processors)}, {here.get('cores')} cores. Test "
+        "accuracy, mean over seeds (macro-F1, training seconds, seeds); the last row is the mean over tasks and the "
+        "worst task.",
         "",
     ]
     (RESULTS / "video_suite.md").write_text("\n".join([*head, *lines]) + "\n")

@@ -53,8 +53,9 @@ __all__ = [
 log = logging.getLogger("cnnlstm")
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # the library's defaults for clips: small CNN, gap bridge, LSTM 256
-    "video": {},
+    # the library's defaults for clips (chosen on bench/video_suite.py): small CNN over each frame and its
+    # difference from the one before, grid bridge (keeps where things move), LSTM 256
+    "video": {"bridge": "grid", "motion": "stack"},
     # small enough for 2 CPU cores; "grid" keeps the coarse layout that motion direction needs
     "demo": {"backbone_options": {"channels": (16, 32, 64)}, "bridge": "grid", "hidden_size": 64},
     # dilated conv1d, time max-pooled by 4, bidirectional LSTM, mean over steps (docs/series-accuracy.md)
@@ -98,7 +99,7 @@ class ModelOptions:
     Attributes:
         backbone: small | conv1d | torchvision:NAME | timm:NAME.
         backbone_channels: channels of the backbone's blocks, e.g. 16,32,64.
-        bridge: how feature maps become a sequence (default gap; series none).
+        bridge: how feature maps become a sequence (default: videos grid, series none).
         grid_k: cells per side of the grid bridge.
         rnn: the recurrent layer (default lstm; convlstm: a ConvLSTM over the backbone's maps, bridged after it).
         hidden_size: the RNN's state size.
@@ -109,7 +110,7 @@ class ModelOptions:
         kernel_size: series: conv1d kernel size.
         causal: series: a model that can stream (causal convolutions, no pooling, one-way RNN).
         pool: series: max-pool time by this factor before the RNN.
-        motion: clips: none | diff | stack: frame differences in front of the CNN, alone or beside the frames.
+        motion: videos: frame differences in front of the CNN: none, diff (alone) or stack (beside the frames; default).
         rnn_kernel_size: ConvLSTM: the kernel size of its gates' convolution (default 3).
     """
 

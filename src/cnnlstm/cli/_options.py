@@ -93,11 +93,13 @@ def options_from(
     choices: dict[str, Sequence[str]] | None = None,
     notes: dict[str, str] | None = None,
     show_defaults: bool = True,
+    shown: dict[str, Any] | None = None,
 ) -> Callable:
     """A decorator adding one option per field of the dataclass ``cls`` (``only`` these, less ``exclude``).
 
     ``choices`` restricts fields to names (from the library's registries); ``notes`` add to a field's help;
-    ``show_defaults=False`` leaves the dataclass's defaults out of the help (where the command has its own).
+    ``show_defaults=False`` leaves the dataclass's defaults out of the help (where the command has its own);
+    ``shown`` are the defaults the help shows in place of the dataclass's (a task's own).
     """
     hints = typing.get_type_hints(cls)
     docs = _docs(cls)
@@ -105,6 +107,7 @@ def options_from(
         f.name: f.default if f.default is not dataclasses.MISSING and show_defaults else None
         for f in dataclasses.fields(cls)
     }
+    defaults.update(shown or {})
     names = [n for n in (only or defaults) if n not in exclude]
 
     def decorate(fn: Callable) -> Callable:

@@ -8,7 +8,7 @@ from ..build import RNN_NAMES, ModelOptions
 from ..data.datasets import ClipSpec
 from ..data.sampling import PADS, SAMPLINGS
 from ..layers.motion import MOTIONS
-from ..tasks.options import PRECISIONS, SCHEDULES, TrainOptions
+from ..tasks.options import PRECISIONS, SCHEDULES, VIDEO_TRAINING, TrainOptions
 from ._app import anomaly, echo_lines, library_errors, main, setup_logging
 from ._options import given, options_from, parse_size
 
@@ -43,7 +43,16 @@ def _print_summary(summary, out) -> None:
     TrainOptions,
     exclude=("progress",),
     choices={"precision": list(PRECISIONS), "schedule": list(SCHEDULES)},
-    notes={"epochs": "(series: 300, forecast: 200)", "val_fraction": "(series: 0)", "lr": "(forecast: 0.003)"},
+    notes={
+        "epochs": "(videos; series: 300, forecast: 200)",
+        "val_fraction": "(series: 0)",
+        "lr": "(forecast: 0.003)",
+        "schedule": "(videos; series and forecast: cosine)",
+        "patience": "(videos; series and forecast: 0)",
+        "min_epochs": "(videos)",
+        "augment": "On for videos.",
+    },
+    shown={k: v for k, v in VIDEO_TRAINING.items() if not isinstance(v, bool)},
 )
 @library_errors
 def train(data, out, task, horizon, lookback, **kw) -> None:

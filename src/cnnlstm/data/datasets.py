@@ -43,7 +43,7 @@ class ClipSpec:
 
     Attributes:
         clip_len: frames per clip (T).
-        size: frame size (H, W) the decoder resizes to: 112 or HxW.
+        size: frame size (H, W) the decoder resizes to: 64 or HxW.
         channels: 3 (RGB) or 1 (gray).
         sampling: uniform | random | dense (see cnnlstm.data.sampling).
         stride: frame step of random and dense clips.
@@ -52,8 +52,8 @@ class ClipSpec:
         std: per-channel normalisation spread.
     """
 
-    clip_len: int = 16
-    size: tuple[int, int] = (112, 112)
+    clip_len: int = 8
+    size: tuple[int, int] = (64, 64)
     channels: int = 3
     sampling: str = "uniform"
     stride: int = 1

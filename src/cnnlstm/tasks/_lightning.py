@@ -65,11 +65,17 @@ def lightning_voice(verbose: bool = False) -> Iterator[None]:
 
     Errors and warnings that point at a problem (anything not in the routine list) still come through.
     """
-    if verbose:
-        yield
-        return
     loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
     levels = [lg.level for lg in loggers]
+    if verbose:  # what Lightning would say on its own, whatever the command's logging set up
+        for lg in loggers:
+            lg.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+        return
     with warnings.catch_warnings():
         for pattern in _LIGHTNING_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)

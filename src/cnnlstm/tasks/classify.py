@@ -18,7 +18,7 @@ from ..errors import DataError, require
 from ..model import CNNLSTM
 from ..run import DataSpec, Kind, SeriesSpec, TrainSummary
 from ._lightning import TaskModule, start_run, train_run
-from .options import TrainOptions
+from .options import VIDEO_TRAINING, TrainOptions
 
 __all__ = [
     "MIN_PER_CLASS",
@@ -115,12 +115,12 @@ def fit_videos(
         model_options: keyword arguments of :class:`~cnnlstm.CNNLSTM` (backbone, bridge, hidden_size, ...);
             ``input_shape`` and ``num_classes`` come from ``spec`` and the data.
         spec: how clips ``(T, C, H, W)`` are made; evaluation and prediction reuse it.
-        options: :class:`TrainOptions`.
+        options: :class:`TrainOptions` (default: ``VIDEO_TRAINING``).
 
     Returns:
         The run summary (also in ``run.json``), or None on a non-zero rank of a distributed run.
     """
-    opts = options or TrainOptions()
+    opts = options or TrainOptions(**VIDEO_TRAINING)
     spec = spec or ClipSpec()
     folder, resume_from = start_run(out, opts)
     t0 = time.time()

@@ -1,6 +1,7 @@
 """One entry for ``cnnlstm train``: what the data is decides the task's defaults, given options replace them.
 
-Videos train a clip classifier from the library's defaults; labelled series train the ``series`` preset on the
+Videos train a clip classifier from the library's defaults (the ``video`` preset, :class:`ClipSpec`'s clips,
+``VIDEO_TRAINING``); labelled series train the ``series`` preset on the
 whole training split (``SERIES_TRAINING``); ``task="forecast"`` trains a forecaster on one long series.
 Only the options a user gave are passed in; everything else is the task's own default.
 """
@@ -15,7 +16,7 @@ from ..data.datasets import ClipSpec
 from ..data.series import is_series_source
 from ..errors import ConfigError, DataError
 from ..run import TrainSummary
-from .options import TrainOptions
+from .options import VIDEO_TRAINING, TrainOptions
 
 __all__ = ["TASKS", "train"]
 
@@ -67,4 +68,5 @@ def train(
         raise DataError(f"{str(data)!r}: cannot train on a {path.suffix or 'extension-less'} file ({_SOURCES})")
     from .classify import fit_videos
 
-    return fit_videos(data, out, model_kwargs("video", model), ClipSpec(**(clip or {})), TrainOptions(**given))
+    opts = TrainOptions(**{**VIDEO_TRAINING, **given})
+    return fit_videos(data, out, model_kwargs("video", model), ClipSpec(**(clip or {})), opts)

@@ -9,10 +9,15 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["PRECISIONS", "SCHEDULES", "TrainOptions", "lightning_precision", "parse_duration"]
+__all__ = ["PRECISIONS", "SCHEDULES", "VIDEO_TRAINING", "TrainOptions", "lightning_precision", "parse_duration"]
 
 # the learning rate over a run: cosine per epoch; a linear warm-up then cosine per step; one-cycle; constant
 SCHEDULES = ("cosine", "warmup-cosine", "onecycle", "constant")
+
+# videos: up to 30 epochs, stopped once the validation loss has not improved for 6 (never before the 10th), a
+# warm-up then cosine learning rate, and augmentation that keeps a clip's motion (bench/video_suite.py chose these
+# by the suite's mean and worst task)
+VIDEO_TRAINING = {"epochs": 30, "patience": 6, "min_epochs": 10, "augment": True, "schedule": "warmup-cosine"}
 
 # one vocabulary for every command: training autocasts as Lightning's mixed precision, inference as autocast
 PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
