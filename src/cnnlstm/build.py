@@ -13,7 +13,7 @@ preset holds only the choices of architecture. Options given by a user replace a
 
 >>> preset("series")["backbone"]
 'conv1d'
->>> preset("demo", hidden_size=32)["hidden_size"]
+>>> preset("video", hidden_size=32)["hidden_size"]
 32
 """
 
@@ -56,8 +56,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the library's defaults for clips (chosen on bench/video_suite.py): small CNN over each frame and its
     # difference from the one before, grid bridge (keeps where things move), LSTM 256
     "video": {"bridge": "grid", "motion": "stack"},
-    # small enough for 2 CPU cores; "grid" keeps the coarse layout that motion direction needs
-    "demo": {"backbone_options": {"channels": (16, 32, 64)}, "bridge": "grid", "hidden_size": 64},
     # dilated conv1d, time max-pooled by 4, bidirectional LSTM, mean over steps (docs/series-accuracy.md)
     "series": {
         "backbone": "conv1d",
