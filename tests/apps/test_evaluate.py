@@ -36,15 +36,39 @@ def test_the_per_class_table_lines_up_for_short_names():
     assert ends == [header.index("precision") + len("precision")] * 2
 
 
-def test_evaluate_without_split_folders_uses_the_held_out_videos(tiny_videos, fit_tiny, tmp_path):
+def test_evaluate_without_split_folders_uses_the_held_out_videos(tiny_videos, fit_tiny, tmp_path, monkeypatch):
+    import cnnlstm.apps.evaluate as ev
+
     data = tmp_path / "flat"
     shutil.copytree(Path(tiny_videos) / "train", data)  # class folders only: training holds some out
     out = tmp_path / "r"
     summary = fit_tiny(data, out)
+    titles = []
+    plot = ev.plot_confusion
+    monkeypatch.setattr(ev, "plot_confusion", lambda *a, title: titles.append(title) or plot(*a, title=title))
     held = evaluate(out, data)
+    before = (out / "confusion.png").read_bytes()
     every = evaluate(out, data, all_videos=True)
     assert held.videos == summary.val_items == len(summary.held_out)
     assert held.subset.startswith("held-out") and every.videos == 24 and every.subset == "all"
+    # --all writes its own file, says what it holds, and leaves the held-out matrix alone
+    assert held.confusion_png == str(out / "confusion.png") and every.confusion_png == str(out / "confusion-all.png")
+    assert (out / "confusion.png").read_bytes() == before and (out / "confusion-all.png").is_file()
+    assert "\n" not in titles[0] and titles[1].endswith("\nall 24 videos, training ones included")
+
+
+def test_evaluate_all_on_videos_the_run_never_trained_on_claims_no_training_videos(
+    tiny_run, tiny_videos, tmp_path, monkeypatch
+):
+    import cnnlstm.apps.evaluate as ev
+
+    out, _ = tiny_run
+    titles = []
+    plot = ev.plot_confusion
+    monkeypatch.setattr(ev, "plot_confusion", lambda *a, title: titles.append(title) or plot(*a, title=title))
+    every = evaluate(out, Path(tiny_videos) / "test", all_videos=True, out=tmp_path)  # the test split, flat
+    assert every.confusion_png == str(tmp_path / "confusion-all.png") and not (tmp_path / "confusion.png").exists()
+    assert titles == [f"test: accuracy {every.accuracy:.3f}\nall 8 videos"]
 
 
 def test_evaluate_refuses_classes_the_model_never_saw(tiny_run, tiny_videos, tmp_path):

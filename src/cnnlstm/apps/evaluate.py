@@ -85,7 +85,8 @@ def evaluate(
             validation are evaluated (``all_videos`` for every one).
         sampling: override the run's sampling (``dense`` averages the scores over windows).
         batch_size, workers: loading.
-        out: where to write ``confusion.png`` (default: the run folder).
+        out: where to write the confusion matrix (default: the run folder): ``confusion.png``, or with
+            ``all_videos`` honoured (no split folders) ``confusion-all.png``, so the held-out one stays.
         precision: ``"32"`` or ``"bf16"`` (bfloat16 inference, opt-in).
     """
     metrics = require("sklearn.metrics", "train", "evaluation metrics")
@@ -93,17 +94,20 @@ def evaluate(
     with r.model.autocast(r.precision):
         if r.kind.modality == "series":
             y_true, y_pred, subset, skips = _series_predictions(r, data, split, batch_size)
+            every = None
         else:
-            y_true, y_pred, subset, skips = _video_predictions(
-                r, Path(data), split, sampling, batch_size, workers, all_videos
-            )
+            items, refused, subset, every = _video_items(r, Path(data), split, all_videos)
+            y_true, y_pred, skips = _video_predictions(r, items, refused, Path(data), sampling, batch_size, workers)
     labels = list(range(len(r.classes)))
     p, rec, f1, support = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     cm = metrics.confusion_matrix(y_true, y_pred, labels=labels)
     acc = float(metrics.accuracy_score(y_true, y_pred))
-    png = Path(out or r.path) / "confusion.png"
+    png = Path(out or r.path) / ("confusion.png" if every is None else "confusion-all.png")
     png.parent.mkdir(parents=True, exist_ok=True)
-    plot_confusion(cm, r.classes, png, title=f"{Path(str(data)).name or data}: accuracy {acc:.3f}")
+    title = f"{Path(str(data)).name or data}: accuracy {acc:.3f}"
+    if every is not None:  # --all: say so, and whether the run trained on some of these videos
+        title += f"\nall {len(y_true)} videos" + (", training ones included" if every else "")
+    plot_confusion(cm, r.classes, png, title=title)
     per_class = [
         {"class": c, "precision": float(p[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(support[i])}
         for i, c in enumerate(r.classes)
@@ -122,11 +126,17 @@ def evaluate(
 
 
 def _video_items(r: Run, data: Path, split, all_videos: bool):
-    """The labelled videos to evaluate (labels in the run's class order), refused files, and which they are."""
+    """The labelled videos to evaluate (labels in the run's class order), refused files, which they are, and
+    with ``all_videos`` honoured (no split folders) whether they include the run's training videos, else None."""
     has_splits = data.is_dir() and any((data / s).is_dir() for s in ("train", "val", "test"))
     items, classes, refused = find_videos(data, split if has_splits else None)
     summary = RunFolder(r.path).summary() or {}
     held_out = summary.get("held_out") if not has_splits and not all_videos else None
+    every = None
+    if all_videos and not has_splits:  # the run trained on this folder, or held some of these videos out of it
+        recorded = {str(Path(p).resolve()) for p in summary.get("held_out") or []}
+        trained_on = "data" in summary and Path(summary["data"]).resolve() == data.resolve()
+        every = trained_on or any(str(Path(it.path).resolve()) in recorded for it in items)
     if held_out is not None:
         wanted = {str(Path(p).resolve()) for p in held_out}
         kept = [it for it in items if str(Path(it.path).resolve()) in wanted]
@@ -142,12 +152,11 @@ def _video_items(r: Run, data: Path, split, all_videos: bool):
     remap = [r.classes.index(c) for c in classes]
     items = [VideoItem(it.path, remap[it.label], it.start, it.end) for it in items]
     subset = "held-out validation videos of the run" if held_out is not None else (split if has_splits else "all")
-    return items, refused, subset
+    return items, refused, subset, every
 
 
-def _video_predictions(r: Run, data: Path, split, sampling, batch_size: int, workers: int, all_videos: bool):
-    """True and predicted labels of a video run on ``data``; the subset's name; the skipped files."""
-    items, refused, subset = _video_items(r, data, split, all_videos)
+def _video_predictions(r: Run, items: list[VideoItem], refused, data: Path, sampling, batch_size: int, workers: int):
+    """True and predicted labels of a video run on ``items`` of ``data``; the skipped files."""
     ds = VideoDataset(items, r.classes, spec=r.spec.for_scoring(sampling), refused=refused)
     skips = SkipLog()
     skips.add(ds.skipped, warn=False)
@@ -160,7 +169,7 @@ def _video_predictions(r: Run, data: Path, split, sampling, batch_size: int, wor
         y_true += batch["label"].tolist()
     if not y_true:
         raise DataError(f"no video of {data} could be evaluated ({len(skips)} skipped)")
-    return y_true, y_pred, subset, skips
+    return y_true, y_pred, skips
 
 
 def _series_predictions(r: Run, source, split, batch_size: int):

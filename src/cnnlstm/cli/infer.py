@@ -40,13 +40,15 @@ def precision_option(
     "--all",
     "all_videos",
     is_flag=True,
-    help="Without split folders, evaluate every video (default: those the run held out).",
+    help="Without split folders, evaluate every video, training ones included (default: those the run held out); "
+    "writes confusion-all.png beside the held-out confusion.png.",
 )
 @precision_option()
 @AS_JSON
 @library_errors
 def evaluate(run, data, split, sampling, batch_size, workers, all_videos, precision, as_json) -> None:
-    """Accuracy, macro-F1 and a per-class table of RUN on labelled videos DATA; writes a confusion-matrix PNG."""
+    """Accuracy, macro-F1 and a per-class table of RUN on labelled videos DATA; writes a confusion-matrix PNG
+    (RUN/confusion.png; with --all, RUN/confusion-all.png)."""
     from ..apps.evaluate import evaluate as run_evaluate
 
     setup_logging()

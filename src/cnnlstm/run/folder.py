@@ -96,14 +96,15 @@ class RunFolder:
         write_json(self.path / "labels.json", list(classes))
         write_json(self.path / "data.json", data.to_dict())
 
-    def write_curves(self) -> tuple[Path, float | None]:
-        """Merge the metrics of the run and its resumptions, plot them; the best epoch's validation accuracy
-        (the epoch with the lowest validation loss, as the kept model), or None without validation."""
+    def write_curves(self, kind: Kind) -> tuple[Path, float | None]:
+        """Merge the metrics of the run and its resumptions, plot them (the loss named for ``kind``'s task); the
+        best epoch's validation accuracy (the epoch with the lowest validation loss, as the kept model), or None
+        without validation."""
         from ..apps.plots import plot_curves, read_epoch_metrics
 
         parts = sorted(self.logs.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
         metrics = merge_metrics(parts, self.path / "metrics.csv")
-        curves = plot_curves(metrics, self.path / "curves.png")
+        curves = plot_curves(metrics, self.path / "curves.png", Kind(kind).task)
         m = read_epoch_metrics(metrics)
         acc = dict(m.get("val_acc", []))
         best = min(m.get("val_loss", []), key=lambda ev: ev[1], default=(None, None))[0]

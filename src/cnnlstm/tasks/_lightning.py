@@ -322,7 +322,7 @@ def write_run(
     ``summary`` holds the :class:`~cnnlstm.run.TrainSummary` fields the task knows (data, item counts, ...).
     """
     folder.write_model(model, classes, spec)
-    curves, best_val = folder.write_curves()
+    curves, best_val = folder.write_curves(spec.kind)
     return folder.write_summary(
         TrainSummary(
             kind=spec.kind,
