@@ -14,7 +14,7 @@ def test_presets_are_fresh_copies():
 
 
 def test_unknown_preset_lists_the_names():
-    with pytest.raises(ConfigError, match="unknown model preset 'big': expected one of video, demo, series"):
+    with pytest.raises(ConfigError, match="unknown model preset 'big': expected one of video, series, forecast"):
         preset("big")
 
 
