@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cnnlstm.apps.demo import demo_lines, run_demo
+from cnnlstm.apps.demo import DIFFERS, demo_lines, run_demo
 from cnnlstm.build import preset
 from cnnlstm.data.datasets import ClipSpec
 from cnnlstm.tasks.options import VIDEO_TRAINING
@@ -23,4 +23,5 @@ def test_the_demo_trains_the_library_defaults(tiny_videos, tmp_path):
         k: v for k, v in VIDEO_TRAINING.items() if k != "epochs"
     }
     assert 0.0 <= result["test_accuracy"] <= 1.0
-    assert demo_lines(result, out, tiny_videos)[0].startswith("test accuracy ")
+    lines = demo_lines(result, out, tiny_videos)
+    assert lines[0] == "model: " + DIFFERS and lines[1].startswith("test accuracy ")

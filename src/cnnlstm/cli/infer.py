@@ -85,7 +85,7 @@ def predict(run, videos, top_k, sampling, precision, as_json) -> None:
     type=click.Path(),
     help="Where the demo videos are written (kept for the next run).",
 )
-@click.option("--epochs", default=None, type=int, help="Training epochs (default 8).")
+@click.option("--epochs", default=None, type=int, help="Training epochs at most (default 10).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--compare-bridges", is_flag=True, help="Train once per bridge (gap, grid, flatten, attention).")
 @precision_option("bf16: train with bfloat16 autocast and test in bfloat16 (opt-in; its accuracy cost shows).")
