@@ -4,24 +4,12 @@
 built parts, with every check; :func:`build_parts` does the same from a :class:`CNNLSTMConfig`. The model's
 own code works on the parts it receives.
 
-The presets are the keyword arguments of :class:`~cnnlstm.CNNLSTM` that each task starts from, and
-:class:`ModelOptions` the options a user gives on top of them (the command line's model options).
-
-``input_shape``, ``layout``, ``num_classes`` and task heads come from the data when a run trains; a
-preset holds only the choices of architecture. Options given by a user replace a preset's keys
-(``backbone_options`` as a whole in :func:`preset`, key by key in :func:`model_kwargs`).
-
->>> preset("series")["backbone"]
-'conv1d'
->>> preset("video", hidden_size=32)["hidden_size"]
-32
+The presets and the options a user gives on top of them live in :mod:`cnnlstm.presets` (re-exported here).
 """
 
 from __future__ import annotations
 
-import copy
-import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,6 +25,7 @@ from .layers.convlstm import ConvLSTM
 from .layers.motion import FrameDifference
 from .layers.temporal import RNNS, Head, Temporal, head
 from .layers.time_distributed import BN_POLICIES, TimeDistributed, freeze_batchnorm
+from .presets import PRESETS, ModelOptions, model_kwargs, preset
 from .shapes import format_shape, infer
 
 __all__ = [
@@ -49,124 +38,6 @@ __all__ = [
     "model_kwargs",
     "preset",
 ]
-
-log = logging.getLogger("cnnlstm")
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # the library's defaults for clips (chosen on bench/video_suite.py): small CNN over each frame and its
-    # difference from the one before, grid bridge (keeps where things move), LSTM 256
-    "video": {"bridge": "grid", "motion": "stack"},
-    # dilated conv1d, time max-pooled by 4, bidirectional LSTM, mean over steps (docs/series-accuracy.md)
-    "series": {
-        "backbone": "conv1d",
-        "backbone_options": {"channels": (64, 64, 64), "kernel_size": 7, "dilated": True, "pool": 4},
-        "bridge": "none",
-        "hidden_size": 128,
-        "bidirectional": True,
-        "head": "mean",
-    },
-    # causal conv1d before an LSTM; the head predicts ``horizon`` steps of each target
-    "forecast": {
-        "backbone": "conv1d",
-        "backbone_options": {"channels": (32, 32), "kernel_size": 3, "causal": True, "dilated": True},
-        "bridge": "none",
-        "hidden_size": 64,
-    },
-    # per-frame predictions of the next frames; flatten keeps where things are
-    "video-anomaly": {"backbone_options": {"channels": (16, 32, 64)}, "bridge": "flatten", "hidden_size": 256},
-    "series-anomaly": {
-        "backbone": "conv1d",
-        "backbone_options": {"channels": (32, 32), "kernel_size": 5, "causal": True},
-        "bridge": "none",
-        "hidden_size": 64,
-    },
-}
-
-
-def preset(name: str, **overrides: Any) -> dict[str, Any]:
-    """A fresh copy of preset ``name`` with ``overrides`` replacing its keys."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown model preset {name!r}: expected one of {', '.join(PRESETS)}")
-    return {**copy.deepcopy(PRESETS[name]), **overrides}
-
-
-@dataclass
-class ModelOptions:
-    """Model choices a user gives; None keeps the preset's (or :class:`~cnnlstm.CNNLSTM`'s) own.
-
-    Attributes:
-        backbone: small | conv1d | torchvision:NAME | timm:NAME.
-        backbone_channels: channels of the backbone's blocks, e.g. 16,32,64.
-        bridge: how feature maps become a sequence (default: videos grid, series none).
-        grid_k: cells per side of the grid bridge.
-        rnn: the recurrent layer (default lstm; convlstm: a ConvLSTM over the backbone's maps, bridged after it).
-        hidden_size: the RNN's state size.
-        num_layers: stacked RNN layers.
-        bidirectional: a bidirectional RNN (series default: on, unless causal).
-        head: how the RNN's steps become one output (default last; series mean).
-        dropout: between RNN layers and before the classifier.
-        kernel_size: series: conv1d kernel size.
-        causal: series: a model that can stream (causal convolutions, no pooling, one-way RNN).
-        pool: series: max-pool time by this factor before the RNN.
-        motion: videos: frame differences in front of the CNN: none, diff (alone) or stack (beside the frames; default).
-        rnn_kernel_size: ConvLSTM: the kernel size of its gates' convolution (default 3).
-    """
-
-    backbone: str | None = None
-    backbone_channels: tuple[int, ...] | None = None
-    bridge: str | None = None
-    grid_k: int | None = None
-    rnn: str | None = None
-    hidden_size: int | None = None
-    num_layers: int | None = None
-    bidirectional: bool | None = None
-    head: str | None = None
-    dropout: float | None = None
-    kernel_size: int | None = None
-    causal: bool | None = None
-    pool: int | None = None
-    motion: str | None = None
-    rnn_kernel_size: int | None = None
-
-    def given(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-
-
-_TOP = ("backbone", "bridge", "rnn", "hidden_size", "num_layers", "bidirectional", "head", "dropout", "motion")
-_BACKBONE = {"backbone_channels": "channels", "kernel_size": "kernel_size", "pool": "pool", "causal": "causal"}
-
-
-def model_kwargs(name: str, options: ModelOptions | None = None) -> dict[str, Any]:
-    """:class:`~cnnlstm.CNNLSTM` keyword arguments: preset ``name`` with the given ``options`` on top.
-
-    Backbone options (channels, kernel size, pooling, causal) replace the preset's key by key. A ``causal``
-    series model streams: unless given otherwise, it pools time by 1, runs its RNN one way and reads the last
-    step.
-
-    >>> model_kwargs("series", ModelOptions(causal=True))["backbone_options"]["pool"]
-    1
-    """
-    given = (options or ModelOptions()).given()
-    kw = preset(name, **{k: given[k] for k in _TOP if k in given})
-    backbone = dict(kw.get("backbone_options", {}))
-    backbone.update({_BACKBONE[k]: given[k] for k in _BACKBONE if k in given})
-    if backbone.get("causal"):
-        if "pool" not in given:
-            backbone["pool"] = 1
-        if "bidirectional" not in given:
-            kw["bidirectional"] = False
-        if "head" not in given:
-            kw["head"] = "last"
-        if kw["bidirectional"] or backbone["pool"] > 1:
-            log.warning("a causal model with a bidirectional RNN or pooling > 1 cannot stream")
-    if backbone:
-        kw["backbone_options"] = backbone
-    if "grid_k" in given and kw.get("bridge", "gap") == "grid":
-        kw["bridge_options"] = {"k": given["grid_k"]}
-    if "rnn_kernel_size" in given:
-        kw["rnn_options"] = {**kw.get("rnn_options", {}), "kernel_size": given["rnn_kernel_size"]}
-    return kw
-
 
 # ----------------------------------------------------------------------------- the builder
 

@@ -30,16 +30,8 @@ import torch
 
 from ..errors import DataError, require
 
-__all__ = [
-    "Normalizer",
-    "SeriesDataset",
-    "SeriesSet",
-    "collate_series",
-    "is_series_source",
-    "load_sequence",
-    "load_series",
-    "save_sequence",
-]
+__all__ = ["Normalizer", "SeriesDataset", "SeriesSet", "collate_series", "is_series_source", "load_sequence",
+           "load_series", "save_sequence"]  # fmt: skip
 
 _TIME_COLUMNS = ("t", "time", "timestamp", "step")
 

@@ -82,25 +82,9 @@ def write_bundle(
         Each file written and, in a few words, what it holds.
     """
     from .. import __version__
-    from .quantize import int8_path
 
     prep = preprocessing(r)
-    fp32 = [_artifact(r.model, rep, folder, "fp32") for rep in reports]
-    for entry in fp32:
-        for check in entry["checks"]:
-            check["tolerance"] = tol  # passed: max_abs_diff <= tolerance
-    entries = list(fp32)
-    for entry, rep in zip(fp32, reports):
-        if int8 is None or entry["runtime"] != "onnxruntime":
-            continue
-        q = _artifact(r.model, ExportReport(int8_path(rep.path, folder), rep.kind), folder, "int8")
-        if entry["kind"] == "clip":  # int8 is not within tol of PyTorch: it is measured on the top-1 class
-            agree = {
-                "input": f"{int8['sample_clips']} {sample} clips",
-                "top1_agreement_with_fp32": int8["top1_agreement"],
-            }
-            q["checks"] = [agree]
-        entries.append(q)
+    entries = _entries(r, folder, reports, tol, int8, sample)
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "cnnlstm": __version__,
@@ -124,6 +108,31 @@ def write_bundle(
         ),
     ]
     return files
+
+
+def _entries(
+    r: Run, folder: Path, reports: Sequence[ExportReport], tol: float, int8: dict[str, Any] | None, sample: str
+) -> list[dict[str, Any]]:
+    """export.json's artifacts: each float32 graph with its checks, then each int8 twin with its agreement."""
+    from .quantize import int8_path
+
+    fp32 = [_artifact(r.model, rep, folder, "fp32") for rep in reports]
+    for entry in fp32:
+        for check in entry["checks"]:
+            check["tolerance"] = tol  # passed: max_abs_diff <= tolerance
+    entries = list(fp32)
+    for entry, rep in zip(fp32, reports):
+        if int8 is None or entry["runtime"] != "onnxruntime":
+            continue
+        q = _artifact(r.model, ExportReport(int8_path(rep.path, folder), rep.kind), folder, "int8")
+        if entry["kind"] == "clip":  # int8 is not within tol of PyTorch: it is measured on the top-1 class
+            agree = {
+                "input": f"{int8['sample_clips']} {sample} clips",
+                "top1_agreement_with_fp32": int8["top1_agreement"],
+            }
+            q["checks"] = [agree]
+        entries.append(q)
+    return entries
 
 
 # ---------------------------------------------------------------------------------------------- preprocessing

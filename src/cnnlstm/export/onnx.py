@@ -50,7 +50,8 @@ def export_onnx(
         kind: ``"clip"``: the whole-clip model, input ``clip`` ``(N, T, ...)`` in the model's layout,
             output ``logits``; ``"step"``: one streaming step (:class:`StepGraph`), inputs
             ``frame``, ``h`` (and ``c`` for an LSTM or a ConvLSTM, whose states are maps
-            ``(layers, N, D, H', W')``), outputs ``logits``, ``h_out`` (``c_out``). A ConvLSTM's clip graph
+            ``(layers, N, D, H', W')``; ``previous``, the last frame, for motion input), outputs ``logits``,
+            ``h_out`` (``c_out``, ``previous_out``). A ConvLSTM's clip graph
             runs its steps in an ONNX ``Scan``, so ``T`` stays dynamic as an LSTM's does.
         verify: compare with PyTorch on fresh random inputs: each batch size in ``batches`` at three
             clip lengths (clip), or a 6-step stream (step).
@@ -69,24 +70,7 @@ def export_onnx(
     model = model.eval()
     with model.autocast("32"):  # the float32 graph, whatever autocast the caller runs in
         module, args, names, outs, shapes = _graph(model, kind)
-        _clear_rnn_dispatch_caches()
-        try:
-            # no_grad: the graph infers; a ConvLSTM's scan would otherwise go through its autograd form, which
-            # the exporter's passes cannot decompose
-            with quiet(), torch.no_grad():
-                torch.onnx.export(
-                    module,
-                    args,
-                    str(path),
-                    dynamo=True,
-                    input_names=names,
-                    output_names=outs,
-                    dynamic_shapes=shapes,
-                    opset_version=opset,
-                    external_data=False,  # one self-contained file, as edge runtimes want it
-                )
-        except Exception as e:
-            raise ExportError(f"ONNX export of the {kind} graph failed: {type(e).__name__}: {str(e)[:500]}") from None
+        _write(module, args, path, names, outs, shapes, opset, kind)
         report = ExportReport(path, f"onnx {kind}")
         if verify:
             report.checks = _verify_clip(model, path, batches) if kind == "clip" else _verify_step(model, path, batches)
@@ -96,6 +80,28 @@ def export_onnx(
                     f"(> {tol:.0e}):\n{report}"
                 )
         return report
+
+
+def _write(module: nn.Module, args: tuple, path: Path, names, outs, shapes, opset: int, kind: str) -> None:
+    """``torch.onnx.export`` through the dynamo exporter into one self-contained file; its failure as one error."""
+    _clear_rnn_dispatch_caches()
+    try:
+        # no_grad: the graph infers; a ConvLSTM's scan would otherwise go through its autograd form, which
+        # the exporter's passes cannot decompose
+        with quiet(), torch.no_grad():
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=True,
+                input_names=names,
+                output_names=outs,
+                dynamic_shapes=shapes,
+                opset_version=opset,
+                external_data=False,  # one self-contained file, as edge runtimes want it
+            )
+    except Exception as e:
+        raise ExportError(f"ONNX export of the {kind} graph failed: {type(e).__name__}: {str(e)[:500]}") from None
 
 
 def _graph(model: CNNLSTM, kind: str) -> tuple[nn.Module, tuple, list[str], list[str], tuple]:
