@@ -67,20 +67,12 @@ def lightning_voice(verbose: bool = False) -> Iterator[None]:
     """
     loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
     levels = [lg.level for lg in loggers]
-    if verbose:  # what Lightning would say on its own, whatever the command's logging set up
-        for lg in loggers:
-            lg.setLevel(logging.INFO)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
-        return
     with warnings.catch_warnings():
-        for pattern in _LIGHTNING_WARNINGS:
-            warnings.filterwarnings("ignore", message=pattern)
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
+        if not verbose:
+            for pattern in _LIGHTNING_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+        for lg in loggers:  # verbose: what Lightning would say on its own, whatever the command's logging set up
+            lg.setLevel(logging.INFO if verbose else logging.WARNING)
         try:
             yield
         finally:
