@@ -7,6 +7,7 @@ their own ``conftest.py`` and none is a package).
 from __future__ import annotations
 
 import pytest
+import torch
 
 from cnnlstm.data.datasets import ClipSpec
 from cnnlstm.data.synthetic import make_moving_digits
@@ -43,3 +44,13 @@ def tiny_run(tiny_videos, fit_tiny, tmp_path_factory):
     """A run folder of the tiny model on ``tiny_videos`` (train/test split folders), and its summary."""
     out = tmp_path_factory.mktemp("run") / "r"
     return out, fit_tiny(tiny_videos, out)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster than several fighting over a busy machine's cores (a module asks for it
+    with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -505,4 +505,3 @@ def test_fuzz_time_distributed_backbone_raises_shape_error(shape):
 def test_time_distributed_four_d_input_raises_shape_error():
     with pytest.raises(ShapeError):
         _TD(torch.zeros(1, 3, 16, 16))
-

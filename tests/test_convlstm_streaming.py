@@ -12,13 +12,7 @@ from cnnlstm.streaming import StepGraph, Streamer
 TINY = {"hidden_size": 6, "num_classes": 4, "backbone_options": {"channels": (4, 8)}, "rnn": "convlstm"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster than several fighting over a busy machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(seed: int = 0, **kw) -> cl.CNNLSTM:

@@ -28,13 +28,7 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "05_onnxruntime_only.py"
 BUNDLE = ["export.json", "labels.json", "preprocessing.json"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is much faster than several fighting over a busy machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ CLIP_BRIDGES = ("gap", "gmp", "grid", "flatten", "attention")
 TINY = {"hidden_size": 16, "num_classes": 4, "backbone_options": {"channels": (8, 16)}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is much faster than several fighting over a busy machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:

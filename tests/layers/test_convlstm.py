@@ -18,13 +18,7 @@ from cnnlstm.layers.bridges import bridge
 C, D, H, W = 3, 4, 6, 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster than several fighting over a busy machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _layer(seed: int = 0, **kw) -> ConvLSTM:
