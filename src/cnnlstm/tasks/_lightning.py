@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .._fast.threads import torch_threads, training_threads
 from .._io import atomic_write
 from ..data.batch import SkipLog, batch_input
 from ..errors import ConfigError, Interrupted, require
@@ -266,6 +267,18 @@ def _stop_reason(trainer, opts: TrainOptions) -> str:
     return f"the {opts.epochs} epoch{'s' if opts.epochs != 1 else ''} ran"
 
 
+def _example(model: CNNLSTM, loader: Any) -> torch.Tensor | None:
+    """A batch of the model's input at the loader's batch size, to size a training step: zeros where the model's
+    input shape is fixed, else the loader's first item repeated; None where items are decoded by workers."""
+    shape = tuple(model.config.input_shape or ())
+    size = getattr(loader, "batch_size", None) or 1
+    if shape and None not in shape:
+        return torch.zeros(size, *shape)
+    if getattr(loader, "num_workers", 0) or not hasattr(loader, "dataset") or not len(loader.dataset):
+        return None
+    return batch_input(loader.collate_fn([loader.dataset[0]] * size))
+
+
 def fit_module(
     folder: RunFolder, module: TaskModule, loaders: tuple[Any, Any], opts: TrainOptions, resume_from: Path | None
 ) -> Fitted | None:
@@ -278,7 +291,8 @@ def fit_module(
     train_loader, val_loader = loaders
     resume = str(resume_from) if resume_from else None
     interrupted = False
-    with lightning_voice(opts.verbose):
+    threads = training_threads(opts.threads, module.model, _example(module.model, train_loader))
+    with lightning_voice(opts.verbose), torch_threads(threads):
         trainer, ckpt = _trainer(folder, opts, val_loader is not None)
         try:
             trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
