@@ -56,3 +56,39 @@ def test_an_unknown_schedule_is_refused_with_the_choices():
 def test_a_run_trains_with_each_schedule(schedule, tiny_videos, fit_tiny, tmp_path):
     summary = fit_tiny(tiny_videos, tmp_path / "r", epochs=2, schedule=schedule)
     assert summary.epochs == 2 and summary.options["schedule"] == schedule
+
+
+def test_plateau_halves_the_rate_after_50_flat_epochs_down_to_its_floor():
+    module = ClassifyModule(CONFIG, lr=1e-3, max_epochs=500, schedule="plateau")
+    got = module.configure_optimizers()
+    opt, sched = got["optimizer"], got["lr_scheduler"]
+    assert sched["monitor"] == "train_loss_epoch"  # the training loss: series runs often have no validation
+    lrs = []
+    for _ in range(300):
+        sched["scheduler"].step(1.0)  # a training loss that never improves
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[49] == 1e-3 and lrs[51] == pytest.approx(5e-4)  # 50 flat epochs, then halved
+    assert lrs[-1] == pytest.approx(1e-4) and min(lrs) == pytest.approx(1e-4)  # never below the floor
+
+
+def test_without_validation_the_epoch_of_the_lowest_training_loss_is_kept(tmp_path):
+    import csv
+
+    import numpy as np
+    import torch
+
+    from cnnlstm import CNNLSTM
+    from cnnlstm.tasks.forecast import fit_forecast
+
+    np.save(tmp_path / "s.npy", np.sin(np.arange(120.0) / 3) + np.random.default_rng(0).normal(0, 0.3, 120))
+    # a rate far too high: the training loss jumps about, so its lowest epoch is not the last
+    opts = TrainOptions(epochs=12, batch_size=16, lr=0.3, schedule="constant", progress=False)
+    fit_forecast(tmp_path / "s.npy", tmp_path / "run", horizon=4, lookback=12, options=opts)
+    rows = list(csv.DictReader(open(next((tmp_path / "run" / "logs").glob("version_*/metrics.csv")))))
+    losses = {int(r["epoch"]): float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")}
+    lowest = min(losses, key=losses.get)
+    assert lowest != max(losses)  # the test means something only if the last epoch was not the lowest
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["epoch"] == lowest
+    kept = CNNLSTM.from_pretrained(tmp_path / "run").state_dict()
+    assert all(torch.equal(v, best["state_dict"]["model." + k]) for k, v in kept.items())

@@ -27,7 +27,7 @@ from ..data.batch import SkipLog, batch_input
 from ..errors import ConfigError, Interrupted, require
 from ..model import CNNLSTM
 from ..run import DataSpec, RunFolder, TrainSummary
-from .options import TrainOptions, lightning_precision, parse_duration
+from .options import PLATEAU, TrainOptions, lightning_precision, parse_duration
 
 L = require("lightning.pytorch", "train", "training")
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO  # noqa: E402
@@ -184,6 +184,12 @@ class TaskModule(L.LightningModule):
         schedule = self.hparams.get("schedule", "cosine")  # checkpoints from before the option: cosine
         if schedule == "constant":
             return opt
+        if schedule == "plateau":  # per epoch, on the training loss (the model is kept by it too without validation)
+            lowest = min(PLATEAU["min_lr"], self.hparams.lr)
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=PLATEAU["factor"], patience=PLATEAU["patience"], min_lr=lowest
+            )
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "train_loss_epoch"}}
         if schedule == "cosine":  # per epoch, over the epochs asked for
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.max_epochs))
             return {"optimizer": opt, "lr_scheduler": sched}
@@ -223,8 +229,9 @@ class Fitted:
 
 
 def _trainer(folder: RunFolder, opts: TrainOptions, validates: bool):
-    # the lowest validation loss, not the highest accuracy: accuracy saturates, and ties keep the first epoch
-    monitor = {"monitor": "val_loss", "mode": "min"} if validates else {"monitor": None}
+    # the lowest validation loss, not the highest accuracy: accuracy saturates, and ties keep the first epoch;
+    # without validation the lowest training loss (the series field's habit; never anything measured on test data)
+    monitor = {"monitor": "val_loss" if validates else "train_loss_epoch", "mode": "min"}
     ckpt = L.callbacks.ModelCheckpoint(
         dirpath=folder.checkpoints, filename="best", save_last=True, enable_version_counter=False, **monitor
     )
@@ -283,7 +290,7 @@ def fit_module(
     folder: RunFolder, module: TaskModule, loaders: tuple[Any, Any], opts: TrainOptions, resume_from: Path | None
 ) -> Fitted | None:
     """Fit ``module`` on ``loaders`` (train, val or None) through Lightning and load the kept weights into it:
-    the epoch with the lowest validation loss, or the last one without validation.
+    the epoch with the lowest validation loss, or the lowest training loss without validation.
 
     Returns:
         How it went (:class:`Fitted`), or None on a non-zero rank.
@@ -303,11 +310,11 @@ def fit_module(
             signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores a second Ctrl-C; undo it
     if not trainer.is_global_zero:
         return None
-    best = ckpt.best_model_path if val_loader is not None and ckpt.best_model_path else ckpt.last_model_path
+    best = ckpt.best_model_path or ckpt.last_model_path
     if interrupted and not (best or resume_from):
         raise Interrupted(f"interrupted before the first epoch ended: nothing to keep in {folder.path}; start again")
     module.load_state_dict(AtomicCheckpointIO().load_checkpoint(best or resume_from)["state_dict"])
-    validated = bool(ckpt.monitor and ckpt.best_model_score is not None)
+    validated = val_loader is not None and ckpt.best_model_score is not None
     if interrupted:
         return Fitted(trainer.current_epoch, validated, "it was interrupted", interrupted=True)
     return Fitted(trainer.current_epoch, validated, _stop_reason(trainer, opts))

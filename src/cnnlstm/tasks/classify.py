@@ -33,7 +33,7 @@ __all__ = [
 MIN_PER_CLASS = 2  # readable training videos a class needs: one to learn from, one to validate on
 
 SERIES_EPOCHS = 300
-# small UCR-style training sets: many passes, and all of the training split trains (the last epoch is kept)
+# small UCR-style training sets: many passes, all of the training split trains, the lowest training loss is kept
 SERIES_TRAINING = {"epochs": SERIES_EPOCHS, "val_fraction": 0.0}
 
 
@@ -162,7 +162,8 @@ def fit_series(
     ``options`` default to ``SERIES_TRAINING``.
     The normaliser is fitted on the training series only and saved in ``data.json``. With
     ``options.val_fraction > 0`` a stratified part of the training split validates and picks the best
-    epoch; with 0, all of it trains and the last epoch is kept (the UCR habit for tiny training sets).
+    epoch; with 0, all of it trains and the epoch of the lowest training loss is kept (the UCR habit for tiny
+    training sets).
 
     Returns:
         The run summary, also in ``run.json``.

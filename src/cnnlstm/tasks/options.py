@@ -9,10 +9,21 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["PRECISIONS", "SCHEDULES", "VIDEO_TRAINING", "TrainOptions", "lightning_precision", "parse_duration"]
+__all__ = [
+    "PLATEAU",
+    "PRECISIONS",
+    "SCHEDULES",
+    "VIDEO_TRAINING",
+    "TrainOptions",
+    "lightning_precision",
+    "parse_duration",
+]
 
-# the learning rate over a run: cosine per epoch; a linear warm-up then cosine per step; one-cycle; constant
-SCHEDULES = ("cosine", "warmup-cosine", "onecycle", "constant")
+# the learning rate over a run: cosine per epoch; a linear warm-up then cosine per step; one-cycle; constant;
+# halved whenever the epoch's training loss has not improved for PLATEAU_PATIENCE epochs (the series field's recipe)
+SCHEDULES = ("cosine", "warmup-cosine", "onecycle", "constant", "plateau")
+# the recipe of Wang et al. 2017's FCN and ResNet (hfawaz/dl-4-tsc): factor 0.5, patience 50, down to 1e-4
+PLATEAU = {"factor": 0.5, "patience": 50, "min_lr": 1e-4}
 
 # videos: up to 30 epochs, stopped once the validation loss has not improved for 6 (never before the 10th), a
 # warm-up then cosine learning rate, and augmentation that keeps a clip's motion (bench/video_suite.py chose these
@@ -62,8 +73,10 @@ class TrainOptions:
         weight_decay: AdamW's weight decay.
         workers: DataLoader processes decoding video.
         seed: seeds the split, the shuffling, the weights and the augmentation.
-        val_fraction: share held out for validation when there is no val split (0: all trains, the last epoch is kept).
-        schedule: the learning rate over the epochs: cosine | warmup-cosine | onecycle | constant.
+        val_fraction: share held out for validation when there is no val split (0: all trains, and the epoch of
+            the lowest training loss is kept).
+        schedule: the learning rate over the epochs: cosine | warmup-cosine | onecycle | constant | plateau (halved
+            when the training loss has not improved for 50 epochs, down to 1e-4).
         augment: random resized crops and colour jitter, the same for all frames of a clip, and jittered frame
             indices (the clip's frames stay evenly spaced).
         flip: random horizontal flips (changes left/right motion!).
