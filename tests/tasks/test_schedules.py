@@ -84,7 +84,8 @@ def test_without_validation_the_epoch_of_the_lowest_training_loss_is_kept(tmp_pa
     # a rate far too high: the training loss jumps about, so its lowest epoch is not the last
     opts = TrainOptions(epochs=12, batch_size=16, lr=0.3, schedule="constant", progress=False)
     fit_forecast(tmp_path / "s.npy", tmp_path / "run", horizon=4, lookback=12, options=opts)
-    rows = list(csv.DictReader(open(next((tmp_path / "run" / "logs").glob("version_*/metrics.csv")))))
+    with open(next((tmp_path / "run" / "logs").glob("version_*/metrics.csv"))) as f:
+        rows = list(csv.DictReader(f))
     losses = {int(r["epoch"]): float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")}
     lowest = min(losses, key=losses.get)
     assert lowest != max(losses)  # the test means something only if the last epoch was not the lowest
