@@ -360,6 +360,11 @@ class CNNLSTM(nn.Module):
         for name in ("config.json", "model.safetensors"):
             if not (d / name).is_file():
                 raise ConfigError(f"{str(d)!r} is not a saved CNNLSTM: {name} is missing")
+        if (d / "ensemble.json").is_file():
+            raise ConfigError(
+                f"{str(d)!r} holds an ensemble of models: load it with cnnlstm.load_run({str(d)!r}) or "
+                "cnnlstm.ensemble.load_model"
+            )
         model = cls.from_config(CNNLSTMConfig.from_json((d / "config.json").read_text()), **overrides)
         model.load_state_dict(load_file(str(d / "model.safetensors")))
         return model

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..ensemble import Ensemble
 from ..errors import CnnlstmError, ConfigError
 from ..run import Run, RunFolder
 from ..streaming import check_streamable
@@ -78,7 +79,9 @@ def export_run(
     no_step = None
     try:
         check_streamable(r.model)
-        if r.model.kind != "clip":
+        if isinstance(r.model, Ensemble):
+            no_step = "an ensemble exports its whole-clip graph; stream it with cnnlstm stream"
+        elif r.model.kind != "clip":
             no_step = "the streaming-step export is for clip models (frames); series models export whole"
     except CnnlstmError as why:
         no_step = str(why)

@@ -19,6 +19,7 @@ from typing import Any
 
 from .._io import atomic_write, write_json
 from ..data.datasets import ClipSpec
+from ..ensemble import Ensemble, load_model
 from ..errors import CnnlstmError, ConfigError
 from ..model import CNNLSTM, check_precision
 from .spec import DataSpec, Kind, SeriesSpec
@@ -36,7 +37,7 @@ class Run:
     ``with run.model.autocast(run.precision):``)."""
 
     path: Path
-    model: CNNLSTM
+    model: CNNLSTM | Ensemble
     classes: list[str]
     data: DataSpec
     precision: str = "32"
@@ -90,7 +91,7 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         return self.last_checkpoint if resume else None
 
-    def write_model(self, model: CNNLSTM, classes: list[str], data: DataSpec) -> None:
+    def write_model(self, model: CNNLSTM | Ensemble, classes: list[str], data: DataSpec) -> None:
         """The files :meth:`load` needs: model, labels and data spec."""
         model.save_pretrained(self.path)
         write_json(self.path / "labels.json", list(classes))
@@ -149,7 +150,7 @@ class RunFolder:
         classes = self.read_json("labels.json")
         data = self.data_spec()
         try:
-            model = CNNLSTM.from_pretrained(self.path)
+            model = load_model(self.path)
         except CnnlstmError:
             raise
         except Exception as e:  # a truncated or foreign safetensors file, a config that no longer builds

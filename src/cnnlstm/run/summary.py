@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .spec import Kind
@@ -35,6 +35,7 @@ class TrainSummary:
     index_seconds: float | None = None
     threshold: float | None = None
     stopped: str | None = None  # why training ended
+    members: list[dict[str, Any]] | None = None  # an ensemble's members: folder, seed, epochs, seconds, stopped
 
     @property
     def unit(self) -> str:
@@ -48,7 +49,7 @@ class TrainSummary:
             f"train_{self.unit}": self.train_items,
             f"val_{self.unit}": self.val_items,
         }
-        for k in ("held_out", "index_seconds", "threshold", "stopped"):
+        for k in ("held_out", "index_seconds", "threshold", "stopped", "members"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         d.update(
@@ -83,4 +84,18 @@ class TrainSummary:
         if kind.modality == "video":
             out.append(f"skipped {len(self.skipped)} file(s)" + (":" if self.skipped else ""))
             out += [f"  {s['path']}: {s['reason']}" for s in self.skipped]
+        if self.members:
+            out.append(f"an ensemble of {len(self.members)}, averaged in probability; each member's run:")
+            out += [f"  {m['folder']} (seed {m['seed']}): {m['epochs']} epochs, {m['seconds']} s" for m in self.members]
         return [*out, f"curves: {self.curves}"]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainSummary:
+        """Read back what :meth:`to_dict` wrote (``run.json``)."""
+        unit = "videos" if Kind(d["kind"]).modality == "video" else "series"
+        names = {f.name for f in fields(cls)} - {"train_items", "val_items"}
+        return cls(
+            **{k: v for k, v in d.items() if k in names},
+            train_items=d[f"train_{unit}"],
+            val_items=d[f"val_{unit}"],
+        )

@@ -22,7 +22,7 @@ from ..data.batch import collate_clips, window_loader
 from ..data.datasets import ClipSpec, VideoDataset, VideoItem
 from ..data.sequences import labelled_sequence, video_files, whole_video
 from ..data.series import Normalizer
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..model import CNNLSTM
 from ..run import DataSpec, Kind, SeriesSpec, TrainSummary
 from ._lightning import TaskModule, fit_module, start_run, write_run
@@ -147,6 +147,8 @@ def fit_anomaly(
     """
     src = str(data)
     opts = options or anomaly_training(src)
+    if opts.ensemble > 1:
+        raise ConfigError("an anomaly detector is one model (its threshold is calibrated on it): drop --ensemble")
     folder, resume_from = start_run(out, opts)
     t0 = time.time()
     kind = "video" if Path(src).is_dir() else "series"

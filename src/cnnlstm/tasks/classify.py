@@ -18,6 +18,7 @@ from ..errors import DataError, require
 from ..model import CNNLSTM
 from ..run import DataSpec, Kind, SeriesSpec, TrainSummary
 from ._lightning import TaskModule, start_run, train_run
+from .ensemble import fit_ensemble
 from .options import VIDEO_TRAINING, TrainOptions
 
 __all__ = [
@@ -122,6 +123,8 @@ def fit_videos(
     """
     opts = options or TrainOptions(**VIDEO_TRAINING)
     spec = spec or ClipSpec()
+    if opts.ensemble > 1:
+        return fit_ensemble(lambda folder, one: fit_videos(data, folder, model_options, spec, one), out, opts)
     folder, resume_from = start_run(out, opts)
     t0 = time.time()
     train_ds, val_ds, has_val = _video_split(data, spec, opts)
@@ -171,6 +174,8 @@ def fit_series(
     from ..data.series import Normalizer, SeriesDataset, load_series
 
     opts = options or TrainOptions(**SERIES_TRAINING)
+    if opts.ensemble > 1:
+        return fit_ensemble(lambda folder, one: fit_series(source, folder, model_options, one), out, opts)
     folder, resume_from = start_run(out, opts)
     t0 = time.time()
     data = load_series(source, "train")

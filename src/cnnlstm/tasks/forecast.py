@@ -24,6 +24,7 @@ from ..errors import ConfigError, DataError
 from ..model import CNNLSTM
 from ..run import DataSpec, ForecastSpec, Kind, SeriesSpec, TrainSummary
 from ._lightning import TaskModule, start_run, train_run
+from .ensemble import fit_ensemble
 from .options import TrainOptions
 
 __all__ = ["FORECAST_TRAINING", "ForecastModule", "fit_forecast", "windows"]
@@ -72,6 +73,11 @@ def fit_forecast(
         options: default ``FORECAST_TRAINING``.
     """
     opts = options or TrainOptions(**FORECAST_TRAINING)
+    if opts.ensemble > 1:
+        def one(folder: Path, o: TrainOptions) -> TrainSummary | None:
+            return fit_forecast(source, folder, horizon, lookback, targets, holdout, model_options, o)
+
+        return fit_ensemble(one, out, opts)
     values, names = load_sequence(source)
     targets = list(range(values.shape[1])) if targets is None else list(targets)
     if not targets or max(targets) >= values.shape[1]:

@@ -92,6 +92,8 @@ class TrainOptions:
         max_time: a time budget for training, e.g. 15m, 1h30m or 00:15:00; the kept model is the best so far.
         patience: stop once the validation loss has not improved for this many epochs (0: never).
         min_epochs: epochs trained before early stopping may end the run.
+        ensemble: train this many models from the seeds seed, seed + 1, ... and keep them as one model that
+            averages their class probabilities (InceptionTime's is 5); each member's run is in OUT/members/.
         threads: PyTorch's threads while training (0: one for a model whose training step is under 100 MFLOP,
             where sharing a step costs more than it saves and a busy core stalls it; else one per core).
     """
@@ -118,6 +120,7 @@ class TrainOptions:
     max_time: str | None = None
     patience: int | None = None
     min_epochs: int | None = None
+    ensemble: int = 1
     threads: int = 0
 
     def __post_init__(self):
@@ -130,7 +133,8 @@ class TrainOptions:
             raise ConfigError(f"patience is a number of epochs (0: no early stopping), got {self.patience}")
         if self.min_epochs is not None and self.min_epochs < 1:
             raise ConfigError(f"min_epochs must be at least 1, got {self.min_epochs}")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("num_nodes", 1), ("workers", 0), ("threads", 0)):
+        lows = {"epochs": 1, "batch_size": 1, "num_nodes": 1, "workers": 0, "threads": 0, "ensemble": 1}
+        for name, low in lows.items():
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
         if self.lr < 0 or self.weight_decay < 0:
