@@ -69,7 +69,9 @@ def _base(hint: Any) -> Any:
     return hint
 
 
-def _option(name: str, hint: Any, help: str, default: Any, choices: Sequence[str] | None) -> Callable:
+def _option(
+    name: str, hint: Any, help: str, default: Any, choices: Sequence[str] | None, lowest: float | None = None
+) -> Callable:
     flag = "--" + name.replace("_", "-")
     if default is not None and default != () and not isinstance(default, bool | type(None)):
         help += f" [default: {'x'.join(map(str, default)) if isinstance(default, tuple) else default}]"
@@ -82,7 +84,8 @@ def _option(name: str, hint: Any, help: str, default: Any, choices: Sequence[str
         parse = parse_size if typing.get_args(base) == (int, int) else (lambda t: tuple(parse_ints(t)))
         return click.option(flag, name, default=None, callback=_callback(parse), help=help)
     if base in (int, float):
-        return click.option(flag, name, default=None, type=base, help=help)
+        kind = click.IntRange(min=lowest) if base is int and lowest is not None else base
+        return click.option(flag, name, default=None, type=kind, help=help)
     return click.option(flag, name, default=None, type=str, help=help)
 
 
@@ -94,12 +97,14 @@ def options_from(
     notes: dict[str, str] | None = None,
     show_defaults: bool = True,
     shown: dict[str, Any] | None = None,
+    lowest: dict[str, int] | None = None,
 ) -> Callable:
     """A decorator adding one option per field of the dataclass ``cls`` (``only`` these, less ``exclude``).
 
     ``choices`` restricts fields to names (from the library's registries); ``notes`` add to a field's help;
     ``show_defaults=False`` leaves the dataclass's defaults out of the help (where the command has its own);
-    ``shown`` are the defaults the help shows in place of the dataclass's (a task's own).
+    ``shown`` are the defaults the help shows in place of the dataclass's (a task's own); ``lowest`` the least
+    value of whole-number fields, checked as the command line is parsed.
     """
     hints = typing.get_type_hints(cls)
     docs = _docs(cls)
@@ -115,7 +120,8 @@ def options_from(
             help = docs.get(name, "") + (f" {notes[name]}" if notes and name in notes else "")
             help = help.strip()
             help = help[:1].upper() + help[1:]
-            fn = _option(name, hints[name], help, defaults[name], (choices or {}).get(name))(fn)
+            limits = ((choices or {}).get(name), (lowest or {}).get(name))
+            fn = _option(name, hints[name], help, defaults[name], *limits)(fn)
         return fn
 
     return decorate

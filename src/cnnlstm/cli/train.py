@@ -8,7 +8,7 @@ from ..build import RNN_NAMES, ModelOptions
 from ..data.datasets import ClipSpec
 from ..data.sampling import PADS, SAMPLINGS
 from ..layers.motion import MOTIONS
-from ..tasks.options import PRECISIONS, SCHEDULES, VIDEO_TRAINING, TrainOptions
+from ..tasks.options import LOWEST, PRECISIONS, SCHEDULES, VIDEO_TRAINING, TrainOptions
 from ._app import anomaly, echo_lines, library_errors, main, setup_logging
 from ._options import given, options_from, parse_size
 
@@ -38,7 +38,7 @@ def _print_summary(summary, out) -> None:
 @click.option("--horizon", default=12, show_default=True, help="Forecast: steps predicted.")
 @click.option("--lookback", default=24, show_default=True, help="Forecast: steps read.")
 @options_from(ModelOptions, choices=MODEL_CHOICES, notes={"hidden_size": "[default: 256; series 128]"})
-@options_from(ClipSpec, exclude=("mean", "std"), choices={"sampling": SAMPLINGS, "pad": PADS})
+@options_from(ClipSpec, exclude=("mean", "std"), choices={"sampling": SAMPLINGS, "pad": PADS}, lowest={"clip_len": 1})
 @options_from(
     TrainOptions,
     exclude=("progress",),
@@ -53,6 +53,7 @@ def _print_summary(summary, out) -> None:
         "augment": "On for videos.",
     },
     shown={k: v for k, v in VIDEO_TRAINING.items() if not isinstance(v, bool)},
+    lowest=LOWEST,
 )
 @library_errors
 def train(data, out, task, horizon, lookback, **kw) -> None:
@@ -79,6 +80,7 @@ def train(data, out, task, horizon, lookback, **kw) -> None:
     only=("epochs", "batch_size", "lr", "seed", "overwrite"),
     notes={"epochs": "[default: 60 videos, 15 series]", "batch_size": "[default: 16]", "lr": "[default: 3e-3]"},
     show_defaults=False,
+    lowest=LOWEST,
 )
 @click.option(
     "--false-alarm-rate", default=0.05, show_default=True, help="Share of held-out normal clips above the threshold."

@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import ConfigError
 
 __all__ = [
+    "LOWEST",
     "PLATEAU",
     "PRECISIONS",
     "SCHEDULES",
@@ -60,6 +61,11 @@ def lightning_precision(precision: str) -> str:
     if p not in PRECISIONS:
         raise ConfigError(f"unknown precision {p!r}: expected one of {', '.join(PRECISIONS)}")
     return PRECISIONS[p]
+
+
+# the least each whole-number option may be: checked by TrainOptions, and by the command line as it parses
+LOWEST = {"epochs": 1, "batch_size": 1, "num_nodes": 1, "workers": 0, "threads": 0, "ensemble": 1, "patience": 0,
+          "min_epochs": 1}  # fmt: skip
 
 
 @dataclass
@@ -133,9 +139,8 @@ class TrainOptions:
             raise ConfigError(f"patience is a number of epochs (0: no early stopping), got {self.patience}")
         if self.min_epochs is not None and self.min_epochs < 1:
             raise ConfigError(f"min_epochs must be at least 1, got {self.min_epochs}")
-        lows = {"epochs": 1, "batch_size": 1, "num_nodes": 1, "workers": 0, "threads": 0, "ensemble": 1}
-        for name, low in lows.items():
-            if getattr(self, name) < low:
+        for name, low in LOWEST.items():
+            if isinstance(getattr(self, name), int) and getattr(self, name) < low:
                 raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
         if self.lr < 0 or self.weight_decay < 0:
             raise ConfigError(f"lr and weight_decay cannot be negative, got {self.lr} and {self.weight_decay}")
