@@ -76,3 +76,16 @@ def test_summary_names_its_counts_by_the_run_kind(run):
     assert "train_series" in s.to_dict()
     assert s.lines()[0] == "best val accuracy 0.5 after 2 epochs, 10 train / 3 val series, 1.5 s"
     assert not any("skipped" in line for line in s.lines())  # no files to skip in a series run
+
+
+@pytest.mark.parametrize("held_out, rough", [(2, True), (1, True), (40, False)])
+def test_an_anomaly_threshold_says_when_too_few_normal_sequences_set_it(held_out, rough):
+    s = TrainSummary(Kind.VIDEO_ANOMALY, "d", ["normal"], 30, held_out, 5, 1.5, 100, {}, {}, "c.png", threshold=2.5)
+    head = s.lines()[0]
+    assert f"threshold 2.500, set on {held_out} held-out normal sequence" in head
+    assert ("too few for a reliable false-alarm rate" in head) is rough
+
+
+def test_a_summary_reads_back_from_what_it_wrote():
+    s = TrainSummary(Kind.SERIES_CLASSIFY, "d", ["a", "b"], 10, 0, 2, 1.5, 100, {}, {}, "c.png", stopped="it ran")
+    assert TrainSummary.from_dict(json.loads(json.dumps(s.to_dict()))) == s

@@ -7,7 +7,11 @@ from typing import Any
 
 from .spec import Kind
 
-__all__ = ["TrainSummary"]
+__all__ = ["ROUGH_BELOW", "TrainSummary"]
+
+# a threshold set on fewer held-out normal sequences than this cannot hold a 5% false-alarm rate to within a few
+# points: the summary says so
+ROUGH_BELOW = 20
 
 
 @dataclass
@@ -68,9 +72,11 @@ class TrainSummary:
         """What the command prints after training."""
         kind = Kind(self.kind)
         if kind.task == "anomaly":
+            few = self.val_items < ROUGH_BELOW
             head = (
                 f"learnt {self.train_items} normal {kind.modality} sequences in {self.seconds} s; threshold "
-                f"{self.threshold:.3f} from {self.val_items} held-out normal ones"
+                f"{self.threshold:.3f}, set on {self.val_items} held-out normal sequence{'s' * (self.val_items != 1)}"
+                + (" (too few for a reliable false-alarm rate: give more normal data)" if few else "")
             )
         elif kind.task == "forecast":
             head = f"trained a forecaster on {self.train_items} windows in {self.seconds} s"
