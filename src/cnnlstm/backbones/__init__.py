@@ -7,6 +7,8 @@ inside it and nowhere else, and its forward takes ``lengths`` so that padded ste
 
 - ``small`` (:mod:`.small`): the built-in 2-D CNN.
 - ``conv1d`` (:mod:`.conv1d`): a plain, dilated or causal stack, optionally time-pooled.
+- ``fcn``, ``resnet1d`` (:mod:`.series`), ``inception1d`` (:mod:`.inception`): the field's series CNNs (Wang et
+  al. 2017's FCN and ResNet, with MLSTM-FCN's squeeze-and-excite as an option; InceptionTime's network).
 - ``torchvision:NAME`` and ``timm:NAME`` (:mod:`.adapters`): those packages' models without their classifier;
   weights come from a local file only (``weights="path"``), nothing downloads.
 """
@@ -14,12 +16,17 @@ inside it and nowhere else, and its forward takes ``lengths`` so that padded ste
 # registration order is the order the unknown-name message lists them in
 from .small import SmallCNN  # isort: skip
 from .conv1d import Conv1dBackbone  # isort: skip
+from .series import FCN, ResNet1d  # isort: skip
+from .inception import Inception1d  # isort: skip
 from .build import build_backbone
 from .registry import BACKBONES, load_weights, register_backbone, time_stride
 
 __all__ = [
     "BACKBONES",
+    "FCN",
     "Conv1dBackbone",
+    "Inception1d",
+    "ResNet1d",
     "SmallCNN",
     "build_backbone",
     "load_weights",
