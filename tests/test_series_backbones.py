@@ -1,5 +1,5 @@
-"""The series CNNs fcn, resnet1d, inception1d and their masked BatchNorm: shapes over random lengths and channel
-counts, padded steps that change nothing (in eval and in training), options and messages."""
+"""The series CNNs fcn, resnet1d, inception1d (and conv1d) and their masked BatchNorm: shapes over random lengths and
+channel counts, padded steps that change nothing (in eval and in training), options and messages."""
 
 from __future__ import annotations
 
@@ -16,19 +16,22 @@ from cnnlstm.backbones._masked import MaskedBatchNorm1d
 pytestmark = pytest.mark.usefixtures("one_thread")
 SETTINGS = settings(max_examples=12, deadline=None)
 
-# tiny versions of each: the same structure, a few channels
+# tiny versions of each: the same structure, a few channels (conv1d, the library's own, masks the same way)
 TINY = {
-    "fcn": {"channels": (4, 8, 4), "kernel_sizes": (8, 5, 3)},
-    "fcn-se": {"channels": (4, 8, 4), "kernel_sizes": (8, 5, 3), "se": True, "se_reduction": 2},
-    "resnet1d": {"channels": (4, 6, 6), "kernel_sizes": (8, 5, 3)},
-    "inception1d": {"depth": 6, "filters": 2, "bottleneck": 2, "kernel_sizes": (10, 6, 2)},
+    "fcn": ("fcn", {"channels": (4, 8, 4), "kernel_sizes": (8, 5, 3)}),
+    "fcn-se": ("fcn", {"channels": (4, 8, 4), "kernel_sizes": (8, 5, 3), "se": True, "se_reduction": 2}),
+    "resnet1d": ("resnet1d", {"channels": (4, 6, 6), "kernel_sizes": (8, 5, 3)}),
+    "inception1d": ("inception1d", {"depth": 6, "filters": 2, "bottleneck": 2, "kernel_sizes": (10, 6, 2)}),
+    "conv1d": ("conv1d", {"channels": (4, 6), "kernel_size": 3, "dilated": True}),
+    "conv1d-causal": ("conv1d", {"channels": (4, 6), "kernel_size": 2, "causal": True}),
 }
-OUT = {"fcn": 4, "fcn-se": 4, "resnet1d": 6, "inception1d": 8}
+OUT = {"fcn": 4, "fcn-se": 4, "resnet1d": 6, "inception1d": 8, "conv1d": 6, "conv1d-causal": 6}
 
 
 def _net(name: str, features: int, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    net = build_backbone(name.removesuffix("-se"), features, **TINY[name])
+    backbone, options = TINY[name]
+    net = build_backbone(backbone, features, **options)
     with torch.no_grad():  # running statistics and affine parameters that are not the identity
         for m in net.modules():
             if isinstance(m, nn.BatchNorm1d):

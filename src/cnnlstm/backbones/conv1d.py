@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
-from ..lengths import valid_mask
+from ._masked import MaskedBatchNorm1d, step_mask, zero_padded
 from .registry import register_backbone
 
 __all__ = ["Conv1dBackbone"]
@@ -62,7 +62,7 @@ class Conv1dBackbone(nn.Module):
                 nn.Sequential(
                     OrderedDict(
                         conv=nn.Conv1d(c_in, c, kernel_size, dilation=dilation, bias=False),
-                        bn=nn.BatchNorm1d(c),
+                        bn=MaskedBatchNorm1d(c),  # nn.BatchNorm1d whose training statistics skip padded steps
                         relu=nn.ReLU(inplace=True),
                     )
                 )
@@ -91,22 +91,20 @@ class Conv1dBackbone(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Args: x ``(N, T, F)``; lengths: optional ``(N,)`` valid steps of a padded batch.
 
-        Returns ``(N, T', F')`` with ``T' = ceil(T / pool)``. With ``lengths``, padded steps are zero after
-        every layer and never win a pooling window, so a series gives the same output alone or padded.
+        Returns ``(N, T', F')`` with ``T' = ceil(T / pool)``. With ``lengths``, padded steps are zero in the input
+        (whatever they held) and after every layer, stay out of BatchNorm's training statistics and never win a
+        pooling window, so a series gives the same output alone or padded (:mod:`._masked`).
         """
         if x.dim() != 3 or x.shape[-1] != self.in_features:
             hint = ""
             if x.dim() == 3 and x.shape[1] == self.in_features:
                 hint = f": the features are on axis 1, pass x.transpose(1, 2) = {(x.shape[0], x.shape[2], x.shape[1])}"
             raise ShapeError(f"conv1d backbone wants series (N, T, F={self.in_features}), got {tuple(x.shape)}{hint}")
-        y = x.transpose(1, 2)  # (N, F, T): the one place the series is channels-first
-        valid = None
-        if lengths is not None:
-            valid = valid_mask(lengths.to(y.device), y.shape[-1]).unsqueeze(1)  # (N, 1, T)
+        valid = step_mask(lengths, x, "conv1d")  # (N, 1, T), None when nothing is padded
+        y = zero_padded(x.transpose(1, 2), valid)  # (N, F, T): the one place the series is channels-first
         for pad, layer in zip(self.pads, self.layers):
-            y = layer(F.pad(y, pad))  # (N, C_i, T)
-            if valid is not None:
-                y = y * valid  # padded steps stay zero, as the unpadded series' own padding is
+            y = layer.relu(layer.bn(layer.conv(F.pad(y, pad)), valid))  # (N, C_i, T)
+            y = zero_padded(y, valid)  # padded steps stay zero, as the unpadded series' own padding is
         p = self.time_stride
         if p > 1:  # max over windows of p steps; padded steps never win (unfold exports with a dynamic T)
             if valid is not None:
