@@ -207,6 +207,13 @@ def test_model_options_reach_the_model():
     assert kw["backbone_options"] == {"se": True}
     kw = model_kwargs("series", ModelOptions(backbone="fcn", arrangement="parallel"))
     assert kw["arrangement"] == "parallel" and "arrangement_options" not in kw
+    assert kw["backbone_options"] == {}  # the series preset's are conv1d's (dilated, pool): not the FCN's
+    assert preset("series", **kw)["backbone_options"] == {}  # as the training entry merges them
+    kw = model_kwargs("series", ModelOptions(backbone="resnet1d", backbone_channels=(8, 8)))
+    assert kw["backbone_options"] == {"channels": (8, 8)}
+    assert model_kwargs("series", ModelOptions(kernel_size=3))["backbone_options"]["dilated"]  # same backbone: kept
+    kw = model_kwargs("mlstm-fcn", ModelOptions(arrangement="sequential"))
+    assert kw["arrangement_options"] == {} and kw["backbone_options"] == {"se": True}
     m = CNNLSTM(**model_kwargs("fcn", ModelOptions(arrangement="parallel", head="last", bidirectional=False)),
                 layout="NTF", input_shape=(None, 2), num_classes=2)  # fmt: skip
     assert m.parallel and m.head.arm_dropout.p == 0.8

@@ -169,7 +169,8 @@ def model_kwargs(name: str, options: ModelOptions | None = None) -> dict[str, An
     """:class:`~cnnlstm.CNNLSTM` keyword arguments: preset ``name`` with the given ``options`` on top.
 
     Backbone options (channels, kernel size, pooling, causal, squeeze-and-excite) and the parallel arrangement's
-    (dimension shuffle, the RNN arm's dropout) replace the preset's key by key. A ``causal``
+    (dimension shuffle, the RNN arm's dropout) replace the preset's key by key; another backbone than the preset's
+    (another arrangement) starts from none of the preset's. A ``causal``
     series model streams: unless given otherwise, it pools time by 1, runs its RNN one way and reads the last
     step.
 
@@ -178,7 +179,12 @@ def model_kwargs(name: str, options: ModelOptions | None = None) -> dict[str, An
     """
     given = (options or ModelOptions()).given()
     kw = preset(name, **{k: given[k] for k in _TOP if k in given})
-    backbone = dict(kw.get("backbone_options", {}))
+    # a preset's backbone options are its own backbone's, its arrangement options the parallel arrangement's:
+    # another backbone (or arrangement) given starts from none
+    own = kw.pop("backbone_options", {})
+    backbone = dict(own) if kw.get("backbone") == PRESETS[name].get("backbone") else {}
+    own = kw.pop("arrangement_options", {})
+    arrangement = dict(own) if kw.get("arrangement") == "parallel" else {}
     backbone.update({_BACKBONE[k]: given[k] for k in _BACKBONE if k in given})
     if backbone.get("causal"):
         if "pool" not in given:
@@ -189,13 +195,12 @@ def model_kwargs(name: str, options: ModelOptions | None = None) -> dict[str, An
             kw["head"] = "last"
         if kw["bidirectional"] or backbone["pool"] > 1:
             log.warning("a causal model with a bidirectional RNN or pooling > 1 cannot stream")
-    if backbone:
+    if backbone or "backbone_options" in PRESETS[name]:  # {}: another backbone leaves the preset's behind
         kw["backbone_options"] = backbone
     if "grid_k" in given and kw.get("bridge", "gap") == "grid":
         kw["bridge_options"] = {"k": given["grid_k"]}
-    arrangement = dict(kw.get("arrangement_options", {}))
     arrangement.update({_ARRANGEMENT[k]: given[k] for k in _ARRANGEMENT if k in given})
-    if arrangement:
+    if arrangement or "arrangement_options" in PRESETS[name]:
         kw["arrangement_options"] = arrangement
     if "rnn_kernel_size" in given:
         kw["rnn_options"] = {**kw.get("rnn_options", {}), "kernel_size": given["rnn_kernel_size"]}
