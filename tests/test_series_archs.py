@@ -231,8 +231,13 @@ def test_explain_and_diagnose_walk_both_arms():
 
 @pytest.mark.parametrize(
     ("backbone", "arrangement", "options"),
-    [("fcn", "parallel", {}), ("resnet1d", "sequential", {}), ("inception1d", "parallel", {"dimension_shuffle": True})],
-    ids=["fcn-parallel", "resnet1d-sequential", "inception1d-parallel-shuffle"],
+    [
+        ("fcn", "parallel", {}),
+        ("resnet1d", "sequential", {}),
+        ("inception1d", "sequential", {}),
+        ("inception1d", "parallel", {"dimension_shuffle": True}),
+    ],
+    ids=["fcn-parallel", "resnet1d-sequential", "inception1d-sequential", "inception1d-parallel-shuffle"],
 )
 def test_onnx_export_is_verified(backbone, arrangement, options, tmp_path):
     pytest.importorskip("onnx")

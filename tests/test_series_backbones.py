@@ -141,6 +141,14 @@ def test_the_papers_sizes_by_default():
     assert isinstance(Inception1d(1).blocks[1].bottleneck, nn.Conv1d)
 
 
+def test_inceptions_max_over_three_steps_is_max_pool1d():
+    from cnnlstm.backbones.inception import _max3
+
+    x = torch.randn(2, 3, 7)
+    torch.testing.assert_close(_max3(x), nn.functional.max_pool1d(x, 3, stride=1, padding=1))
+    torch.testing.assert_close(_max3(x[..., :1]), x[..., :1])  # one step: its own max
+
+
 def test_inception_without_residual_or_bottleneck():
     net = Inception1d(2, depth=4, filters=2, bottleneck=0, kernel_sizes=(5, 3), residual=False)
     assert len(net.shortcuts) == 0 and net.out_channels == 6

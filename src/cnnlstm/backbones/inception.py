@@ -29,6 +29,13 @@ def odd_kernels(kernel_sizes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(k - 1 if k % 2 == 0 else k for k in kernel_sizes)
 
 
+def _max3(x: torch.Tensor) -> torch.Tensor:
+    """``max_pool1d(x, 3, stride=1, padding=1)`` over ``(N, C, T)``, written as shifted maxima: the ONNX exporter
+    fixes ``T`` to the example's for ``max_pool1d`` with padding, and keeps it dynamic for this."""
+    p = F.pad(x, (1, 1), value=float("-inf"))  # (N, C, T + 2)
+    return torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])  # (N, C, T)
+
+
 class _Module(nn.Module):
     """One Inception module: ``(N, C_in, T) → (N, 4 * filters, T)`` (three convolutions and the max-pool branch)."""
 
@@ -47,7 +54,7 @@ class _Module(nn.Module):
         b = self.bottleneck(x)  # (N, B, T), zero at padded steps
         branches = [conv(F.pad(b, pad)) for pad, conv in zip(self.pads, self.convs)]  # each (N, filters, T)
         # the max over 3 steps reads padded steps as -inf, as its own padding past the end is
-        pooled = F.max_pool1d(x if valid is None else x.masked_fill(~valid, float("-inf")), 3, stride=1, padding=1)
+        pooled = _max3(x if valid is None else x.masked_fill(~valid, float("-inf")))  # (N, C_in, T)
         branches.append(self.pool_conv(zero_padded(pooled, valid)))  # (N, filters, T)
         y = self.bn(torch.cat(branches, dim=1), valid)  # (N, 4 * filters, T)
         return zero_padded(F.relu(y), valid)
