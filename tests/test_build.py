@@ -20,8 +20,9 @@ def test_unknown_preset_lists_the_names():
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_builds_a_model(name):
-    series = preset(name).get("backbone") == "conv1d"
-    shape = (None, 3) if series else (4, 3, 32, 32)
+    series = preset(name).get("bridge") == "none"
+    shuffled = preset(name).get("arrangement_options", {}).get("dimension_shuffle")  # reads T as features: T fixed
+    shape = ((16 if shuffled else None), 3) if series else (4, 3, 32, 32)
     m = cl.CNNLSTM(**preset(name), input_shape=shape, layout="NTF" if series else "NTCHW", num_classes=2)
     assert cl.infer(m, (2, 16, 3) if series else (2, 4, 3, 32, 32)) == (2, 2)
 

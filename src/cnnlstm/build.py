@@ -23,6 +23,7 @@ from .errors import ConfigError, ShapeError
 from .layers.bridges import BRIDGES, Bridge, bridge
 from .layers.convlstm import ConvLSTM
 from .layers.motion import FrameDifference
+from .layers.parallel import ParallelHead, arrangement_options
 from .layers.temporal import RNNS, Head, Temporal, head
 from .layers.time_distributed import BN_POLICIES, TimeDistributed, freeze_batchnorm
 from .presets import PRESETS, ModelOptions, model_kwargs, preset
@@ -56,7 +57,8 @@ class Parts:
         bridge: from the backbone's feature maps to a sequence ``(N, T', F)``; after a ConvLSTM, from its
             output maps.
         rnn: the LSTM/GRU over the sequence, or the :class:`~cnnlstm.ConvLSTM` over the backbone's maps.
-        head: from the RNN's states (the bridged ConvLSTM maps) to outputs.
+        head: from the RNN's states (the bridged ConvLSTM maps) to outputs; in the parallel arrangement, a
+            :class:`~cnnlstm.layers.parallel.ParallelHead` that joins the CNN arm's steps and the RNN arm's.
         feature_shape: one sample's backbone output, e.g. ``(T, C', H', W')`` (from a dry run on meta).
     """
 
@@ -65,7 +67,7 @@ class Parts:
     backbone: nn.Module
     bridge: Bridge
     rnn: Temporal | ConvLSTM
-    head: Head
+    head: Head | ParallelHead
     feature_shape: tuple
 
 
@@ -112,6 +114,7 @@ def build_parts(
             )
     lay = L.parse(config.layout)
     _check_rnn(config)
+    _check_arrangement(config)
     sample = L.canonical_shape(config.input_shape, lay)  # (T, C, H, W) | (C, H, W) | (T, F)
     motion = FrameDifference(config.motion)
     if config.motion != "none":
@@ -123,6 +126,8 @@ def build_parts(
     if config.rnn == CONVLSTM:
         return _convlstm_parts(config, motion, cnn, feats, bridge)
     b = _bridge(config, feats, bridge)
+    if config.arrangement == "parallel":
+        return _parallel_parts(config, motion, cnn, b, feats, sample)
     f = b.output_shape(feats)[-1]  # F: the RNN's input size, never typed by hand
     rnn = Temporal(f, config.hidden_size, config.rnn, config.num_layers, config.bidirectional, config.dropout)
     out = head(config.head, rnn, config.num_classes, **config.head_options)
@@ -168,6 +173,45 @@ def _check_rnn(config: CNNLSTMConfig) -> None:
         )
 
 
+def _check_arrangement(config: CNNLSTMConfig) -> None:
+    """The arrangement's name and options; the parallel one is for series."""
+    arrangement_options(config.arrangement, config.arrangement_options)
+    kind = L.kind(config.layout)
+    if config.arrangement == "parallel" and kind != "series":
+        raise ConfigError(
+            f"arrangement='parallel' (LSTM-FCN) runs an RNN over the raw input beside the CNN, which is for series "
+            f"(layout NTF or NFT); a {kind} model's raw input is pixels: build it with arrangement='sequential' "
+            "(the RNN after the CNN)"
+        )
+
+
+def _parallel_parts(
+    config: CNNLSTMConfig, motion: FrameDifference, cnn: nn.Module, b: Bridge, feats: tuple, sample: tuple
+) -> Parts:
+    """LSTM-FCN: the RNN reads the raw series (``T`` steps of ``F``; dimension-shuffled, ``F`` steps of ``T``) beside
+    the backbone; the head joins the backbone's mean over valid steps and the RNN's summary."""
+    opts = arrangement_options(config.arrangement, config.arrangement_options)
+    t, f = sample  # one series: (T, F)
+    if opts["dimension_shuffle"] and t is None:
+        raise ConfigError(
+            f"dimension_shuffle reads each series as F steps of T features, so T is the RNN's input size and must "
+            f"be fixed, but input_shape {config.input_shape} leaves T open: give input_shape with T (the series' "
+            "length; pad shorter ones to it and pass lengths), or arrangement_options={'dimension_shuffle': False}"
+        )
+    steps = t if opts["dimension_shuffle"] else None
+    rnn = Temporal(steps or f, config.hidden_size, config.rnn, config.num_layers, config.bidirectional, config.dropout)
+    extra = sorted(set(config.head_options) - {"dropout"})
+    if extra:
+        raise ConfigError(
+            f"the parallel arrangement's head takes head_options 'dropout' only (before its Linear), got {extra}"
+        )
+    out = ParallelHead(
+        b.output_shape(feats)[-1], rnn.out_features, config.num_classes, pool=config.head,
+        bidirectional=rnn.bidirectional, arm_dropout=opts["dropout"], steps=steps, **config.head_options,
+    )  # fmt: skip
+    return Parts(config, motion, cnn, b, rnn, out, feats[1:])
+
+
 def _convlstm_parts(
     config: CNNLSTMConfig, motion: FrameDifference, cnn: nn.Module, feats: tuple, given: Bridge | None
 ) -> Parts:
@@ -203,6 +247,7 @@ def _config(
     bridge_options: dict[str, Any] | None = None,
     rnn_options: dict[str, Any] | None = None,
     head_options: dict[str, Any] | None = None,
+    arrangement_options: dict[str, Any] | None = None,
     **fields: Any,
 ) -> tuple[CNNLSTMConfig, Any]:
     """The config the arguments describe, defaults by layout filled in and checked; the backbone weights."""
@@ -227,6 +272,7 @@ def _config(
         bridge_options=dict(bridge_options or {}),
         rnn_options=dict(rnn_options or {}),
         head_options=dict(head_options or {}),
+        arrangement_options=dict(arrangement_options or {}),
         input_shape=input_shape,
         layout=lay.value,
         bn=bn,

@@ -19,7 +19,9 @@ class CNNLSTMConfig:
     ``backbone`` and ``bridge`` are names (``"custom"`` for a module a config cannot rebuild); the
     builder (:func:`cnnlstm.build.build_parts`) turns a config into the model's parts. ``rnn_options`` are
     the recurrent layer's own options beyond the shared ones (a ConvLSTM's ``kernel_size``); a config.json
-    written before they existed loads with none.
+    written before they existed loads with none. ``arrangement`` puts the RNN after the CNN (``"sequential"``) or,
+    for series, beside it (``"parallel"``, LSTM-FCN; :mod:`cnnlstm.layers.parallel`), with ``arrangement_options``;
+    a config.json written before them loads as ``"sequential"``.
     """
 
     backbone: str | None = None
@@ -34,6 +36,8 @@ class CNNLSTMConfig:
     dropout: float = 0.0
     head: str = "last"
     head_options: dict[str, Any] = field(default_factory=dict)
+    arrangement: str = "sequential"
+    arrangement_options: dict[str, Any] = field(default_factory=dict)
     num_classes: int = 10
     input_shape: tuple = (16, 3, 112, 112)
     layout: str = "NTCHW"

@@ -87,6 +87,11 @@ class CNNLSTM(nn.Module):
             frame) or ``"stack"`` (frame and difference on the channel axis), in front of the backbone.
         backbone_options, bridge_options, head_options: passed to the part's builder.
         rnn_options: a ConvLSTM's own options: ``kernel_size`` (default 3), ``bias``.
+        arrangement: ``"sequential"`` (the RNN reads the backbone's steps) or, for series, ``"parallel"``
+            (LSTM-FCN: the RNN reads the raw series beside the backbone; the backbone's mean over valid steps and
+            the RNN's ``head`` summary, ``"last"`` or ``"mean"``, are joined before one Linear).
+        arrangement_options: the parallel arrangement's ``dimension_shuffle`` (the RNN reads ``F`` steps of ``T``
+            features; ``T`` fixed) and ``dropout`` on the RNN arm (default 0.8, LSTM-FCN's).
 
     Shapes:
         x: ``(N, *input_shape)`` in ``layout``; lengths: optional ``(N,)`` valid steps of a
@@ -122,6 +127,8 @@ class CNNLSTM(nn.Module):
         bridge_options: dict[str, Any] | None = None,
         head_options: dict[str, Any] | None = None,
         rnn_options: dict[str, Any] | None = None,
+        arrangement: str = "sequential",
+        arrangement_options: dict[str, Any] | None = None,
     ):
         super().__init__()
         parts = build_cnnlstm(  # names and numbers become parts in cnnlstm.build; this class works on the parts
@@ -143,6 +150,8 @@ class CNNLSTM(nn.Module):
             bridge_options=bridge_options,
             head_options=head_options,
             rnn_options=rnn_options,
+            arrangement=arrangement,
+            arrangement_options=arrangement_options,
         )
         self.config = parts.config
         self.feature_shape = parts.feature_shape  # one sample's backbone output, e.g. (T, C', H', W')
@@ -167,6 +176,16 @@ class CNNLSTM(nn.Module):
         """Whether the recurrent part reads the backbone's maps (a ConvLSTM, bridged after it) rather than the
         bridged sequence."""
         return bool(getattr(self.rnn, "reads_maps", False))
+
+    @property
+    def parallel(self) -> bool:
+        """Whether the RNN runs beside the backbone on the raw series (LSTM-FCN) rather than after it."""
+        return self.config.arrangement == "parallel"
+
+    @property
+    def fixed_steps(self) -> int | None:
+        """The one ``T`` every input must have (a dimension-shuffled RNN arm reads ``T`` as its features), else None."""
+        return getattr(self.head, "steps", None)
 
     @property
     def bn(self) -> str:
@@ -278,7 +297,8 @@ class CNNLSTM(nn.Module):
 
     def features(self, x: torch.Tensor, lengths: Any = None) -> torch.Tensor:
         """What the recurrent part reads: the bridged sequence for an LSTM/GRU; for a ConvLSTM, which reads
-        maps, the backbone's feature maps (the bridge comes after it).
+        maps, the backbone's feature maps (the bridge comes after it). In the parallel arrangement, the CNN arm's
+        steps (its RNN reads the raw series).
 
         Args:
             x: ``(N, *input_shape)`` in the model's layout.
@@ -310,6 +330,8 @@ class CNNLSTM(nn.Module):
         x, lengths = self._entry(x, lengths)
         with shape_guard(self, raw, name="CNNLSTM"), self._set_precision_autocast(x):
             seq = self._features(x, lengths)  # (N, T', F); T' = ceil(T / stride) for a time-pooling backbone
+            if self.parallel:
+                return self._beside(x, lengths, seq)
             lengths = pooled_lengths(lengths, time_stride(self.backbone))
             states, _ = self.rnn(seq, lengths)  # (N, T', D*dirs)
             if self.rnn_reads_maps:  # the ConvLSTM read the maps (N, T, C', H', W') and gave (N, T, D, H', W')
@@ -317,12 +339,20 @@ class CNNLSTM(nn.Module):
             out = self.head(states, lengths)
         return out.float() if out.dtype == torch.bfloat16 else out
 
+    def _beside(self, x: torch.Tensor, lengths: torch.Tensor | None, seq: torch.Tensor) -> torch.Tensor:
+        """The parallel arrangement: the RNN arm over the raw series ``x`` ``(N, T, F)`` (or its dimension shuffle),
+        beside the CNN arm's steps ``seq`` ``(N, T', C)``; returns ``(N, classes)``."""
+        arm, arm_lengths = self.head.arm_input(x, lengths)  # (N, T, F), or (N, F, T) shuffled
+        states, _ = self.rnn(arm, arm_lengths)  # (N, S, D*dirs)
+        out = self.head(seq, pooled_lengths(lengths, time_stride(self.backbone)), states, arm_lengths)
+        return out.float() if out.dtype == torch.bfloat16 else out
+
     def stream(self):
         """A :class:`~cnnlstm.streaming.Streamer`: frame-by-frame inference with the RNN state carried.
 
         Raises:
             ConfigError: the model cannot stream (bidirectional RNN, a ``mean``/``attention`` head,
-                a non-causal series backbone), with what to change.
+                a non-causal series backbone, the parallel arrangement), with what to change.
         """
         from .streaming import Streamer
 

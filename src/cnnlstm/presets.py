@@ -52,6 +52,34 @@ PRESETS: dict[str, dict[str, Any]] = {
         "bridge": "none",
         "hidden_size": 64,
     },
+    # the field's series CNNs (issue 18), each before the series preset's BiLSTM 128 and mean head, so that only the
+    # backbone differs: Wang et al. 2017's FCN (128-256-128, kernels 8-5-3) and ResNet (64-128-128), InceptionTime's
+    # six modules (32 filters per branch, kernels 40-20-10 made odd)
+    **{
+        name: {"backbone": backbone, "bridge": "none", "hidden_size": 128, "bidirectional": True, "head": "mean"}
+        for name, backbone in (("fcn", "fcn"), ("resnet", "resnet1d"), ("inception", "inception1d"))
+    },
+    # LSTM-FCN (Karim et al. 2017): the FCN beside an LSTM 128 that reads the series dimension-shuffled (F steps of
+    # T features, so T is fixed), its last state with dropout 0.8, joined with the FCN's mean over steps
+    "lstm-fcn": {
+        "backbone": "fcn",
+        "bridge": "none",
+        "arrangement": "parallel",
+        "arrangement_options": {"dimension_shuffle": True, "dropout": 0.8},
+        "hidden_size": 128,
+        "head": "last",
+    },
+    # MLSTM-FCN (Karim et al. 2019), for multivariate series: LSTM-FCN with squeeze-and-excite after the first two
+    # conv blocks (reduction 16)
+    "mlstm-fcn": {
+        "backbone": "fcn",
+        "backbone_options": {"se": True},
+        "bridge": "none",
+        "arrangement": "parallel",
+        "arrangement_options": {"dimension_shuffle": True, "dropout": 0.8},
+        "hidden_size": 128,
+        "head": "last",
+    },
 }
 
 
@@ -67,7 +95,7 @@ class ModelOptions:
     """Model choices a user gives; None keeps the preset's (or :class:`~cnnlstm.CNNLSTM`'s) own.
 
     Attributes:
-        backbone: small | conv1d | torchvision:NAME | timm:NAME.
+        backbone: small | conv1d | fcn | resnet1d | inception1d | torchvision:NAME | timm:NAME.
         backbone_channels: channels of the backbone's blocks, e.g. 16,32,64.
         bridge: how feature maps become a sequence (default: videos grid, series none).
         grid_k: cells per side of the grid bridge.
@@ -82,6 +110,13 @@ class ModelOptions:
         pool: series: max-pool time by this factor before the RNN.
         motion: videos: frame differences in front of the CNN: none, diff (alone) or stack (beside the frames; default).
         rnn_kernel_size: ConvLSTM: the kernel size of its gates' convolution (default 3).
+        arrangement: series: sequential (the RNN after the CNN) or parallel (LSTM-FCN: the RNN beside it, on the
+            series).
+        dimension_shuffle: parallel: the RNN reads F steps of T features (LSTM-FCN's; the series' length is then
+            fixed).
+        arm_dropout: parallel: dropout on the RNN's output before it joins the CNN's (default 0.8).
+        se: with backbone fcn: squeeze-and-excite after each conv block but the last (MLSTM-FCN, for multivariate
+            series).
     """
 
     backbone: str | None = None
@@ -99,19 +134,43 @@ class ModelOptions:
     pool: int | None = None
     motion: str | None = None
     rnn_kernel_size: int | None = None
+    arrangement: str | None = None
+    dimension_shuffle: bool | None = None
+    arm_dropout: float | None = None
+    se: bool | None = None
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
-_TOP = ("backbone", "bridge", "rnn", "hidden_size", "num_layers", "bidirectional", "head", "dropout", "motion")
-_BACKBONE = {"backbone_channels": "channels", "kernel_size": "kernel_size", "pool": "pool", "causal": "causal"}
+_TOP = (
+    "backbone",
+    "bridge",
+    "rnn",
+    "hidden_size",
+    "num_layers",
+    "bidirectional",
+    "head",
+    "dropout",
+    "motion",
+    "arrangement",
+)
+_BACKBONE = {
+    "backbone_channels": "channels",
+    "kernel_size": "kernel_size",
+    "pool": "pool",
+    "causal": "causal",
+    "se": "se",
+}
+_ARRANGEMENT = {"dimension_shuffle": "dimension_shuffle", "arm_dropout": "dropout"}
 
 
 def model_kwargs(name: str, options: ModelOptions | None = None) -> dict[str, Any]:
     """:class:`~cnnlstm.CNNLSTM` keyword arguments: preset ``name`` with the given ``options`` on top.
 
-    Backbone options (channels, kernel size, pooling, causal) replace the preset's key by key. A ``causal``
+    Backbone options (channels, kernel size, pooling, causal, squeeze-and-excite) and the parallel arrangement's
+    (dimension shuffle, the RNN arm's dropout) replace the preset's key by key; another backbone than the preset's
+    (another arrangement) starts from none of the preset's. A ``causal``
     series model streams: unless given otherwise, it pools time by 1, runs its RNN one way and reads the last
     step.
 
@@ -120,7 +179,12 @@ def model_kwargs(name: str, options: ModelOptions | None = None) -> dict[str, An
     """
     given = (options or ModelOptions()).given()
     kw = preset(name, **{k: given[k] for k in _TOP if k in given})
-    backbone = dict(kw.get("backbone_options", {}))
+    # a preset's backbone options are its own backbone's, its arrangement options the parallel arrangement's:
+    # another backbone (or arrangement) given starts from none
+    own = kw.pop("backbone_options", {})
+    backbone = dict(own) if kw.get("backbone") == PRESETS[name].get("backbone") else {}
+    own = kw.pop("arrangement_options", {})
+    arrangement = dict(own) if kw.get("arrangement") == "parallel" else {}
     backbone.update({_BACKBONE[k]: given[k] for k in _BACKBONE if k in given})
     if backbone.get("causal"):
         if "pool" not in given:
@@ -131,10 +195,13 @@ def model_kwargs(name: str, options: ModelOptions | None = None) -> dict[str, An
             kw["head"] = "last"
         if kw["bidirectional"] or backbone["pool"] > 1:
             log.warning("a causal model with a bidirectional RNN or pooling > 1 cannot stream")
-    if backbone:
+    if backbone or "backbone_options" in PRESETS[name]:  # {}: another backbone leaves the preset's behind
         kw["backbone_options"] = backbone
     if "grid_k" in given and kw.get("bridge", "gap") == "grid":
         kw["bridge_options"] = {"k": given["grid_k"]}
+    arrangement.update({_ARRANGEMENT[k]: given[k] for k in _ARRANGEMENT if k in given})
+    if arrangement or "arrangement_options" in PRESETS[name]:
+        kw["arrangement_options"] = arrangement
     if "rnn_kernel_size" in given:
         kw["rnn_options"] = {**kw.get("rnn_options", {}), "kernel_size": given["rnn_kernel_size"]}
     return kw

@@ -34,6 +34,15 @@ def check_streamable(model: nn.Module) -> None:
             "an image model reads one image's positions as its sequence; it has no frames to stream: build a clip "
             "model (layout='NTCHW' with a time axis in input_shape) to stream frames"
         )
+    if getattr(model, "parallel", False):
+        shuffle = " and its RNN arm reads each series' time steps as features (dimension_shuffle)" if (
+            cfg.arrangement_options.get("dimension_shuffle")) else ""  # fmt: skip
+        raise ConfigError(
+            "arrangement='parallel' (LSTM-FCN) cannot stream: its CNN arm averages over the whole series, so its "
+            f"output changes with every later step{shuffle}. To stream, build a sequential model (the RNN after "
+            "the CNN) with a causal backbone: arrangement='sequential', backbone='conv1d', "
+            "backbone_options={'causal': True}"
+        )
     if cfg.bidirectional:
         raise ConfigError(
             "a bidirectional RNN reads each clip backwards from its end, so no output exists before the last "
@@ -45,10 +54,10 @@ def check_streamable(model: nn.Module) -> None:
             "use head='last' (the clip's label so far) or head='frames' (one output per frame) to stream"
         )
     if model.kind == "series" and not getattr(model.backbone, "causal", False):
-        raise ConfigError(
-            "this series model's conv1d backbone looks at future steps: build it with "
-            "backbone_options={'causal': True} to stream"
-        )
+        fix = "build it with backbone_options={'causal': True} to stream"
+        if cfg.backbone != "conv1d":  # fcn, resnet1d, inception1d: 'same' padding, no causal form
+            fix = "only a causal conv1d streams: build it with backbone='conv1d', backbone_options={'causal': True}"
+        raise ConfigError(f"this series model's {cfg.backbone} backbone looks at future steps: {fix}")
     if model.kind == "series" and time_stride(model.backbone) > 1:
         raise ConfigError(
             f"this series model pools time by {time_stride(model.backbone)} before its RNN, so one new step is not "

@@ -21,6 +21,7 @@ __all__ = [
     "clip_shape",
     "frame_shape",
     "lengths_to_check",
+    "own_length",
     "quiet",
     "random_state",
     "state_shapes",
@@ -66,9 +67,17 @@ def frame_shape(model: nn.Module) -> list[int]:
     return [s for a, s in zip(model.layout.value[1:], model.config.input_shape) if a != "T"]
 
 
+def own_length(model: nn.Module) -> int:
+    """The clip length an export traces at: the model's own, 8 where any length goes."""
+    return L.canonical_shape(model.config.input_shape, model.layout)[0] or 8
+
+
 def lengths_to_check(model: nn.Module) -> list[int]:
-    """Clip lengths an export is verified at: half, the model's own (8 where any), and about twice."""
-    t = L.canonical_shape(model.config.input_shape, model.layout)[0] or 8
+    """Clip lengths an export is verified at: half, the model's own (8 where any), and about twice; only its own for a
+    model that takes one length (a dimension-shuffled RNN arm)."""
+    t = own_length(model)
+    if getattr(model, "fixed_steps", None) is not None:
+        return [t]
     return sorted({max(1, t // 2), t, t * 2 - 1})
 
 

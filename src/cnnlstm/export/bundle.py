@@ -21,7 +21,7 @@ import torch
 
 from .._io import write_json
 from ..run import Run
-from ._common import ExportReport, clip_shape, lengths_to_check, quiet, session, step_example, step_names
+from ._common import ExportReport, clip_shape, own_length, quiet, session, step_example, step_names
 
 if TYPE_CHECKING:
     from ..model import CNNLSTM
@@ -282,9 +282,10 @@ def _traced_io(model: CNNLSTM, path: Path, kind: str) -> tuple[list[dict[str, An
     axis that follows the batch named ``N``, one that follows the clip length ``T``."""
     with quiet():  # torch.jit.load warns that it is deprecated
         loaded = torch.jit.load(str(path))
-    t = lengths_to_check(model)[1]
-    runs = [(1, t), (2, t + 2)]  # (N, T): the two pairs differ, so an axis's pair of sizes names it
-    axes = {(1, 2): "N", (t, t + 2): "T"}
+    t = own_length(model)
+    t2 = t if getattr(model, "fixed_steps", None) is not None else t + 2  # a model that takes one T: a static axis
+    runs = [(1, t), (2, t2)]  # (N, T): the two pairs differ, so an axis's pair of sizes names it
+    axes = {(1, 2): "N", (t, t2): "T"}
     names = (["clip"], ["logits"]) if kind == "clip" else step_names(model)
     shapes: list[list[list[tuple[int, ...]]]] = []  # run -> [inputs, outputs] -> shapes
     for n, steps in runs:

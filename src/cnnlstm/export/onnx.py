@@ -15,6 +15,7 @@ from ._common import (
     clip_shape,
     frame_shape,
     lengths_to_check,
+    own_length,
     quiet,
     session,
     state_shapes,
@@ -109,8 +110,10 @@ def _graph(model: CNNLSTM, kind: str) -> tuple[nn.Module, tuple, list[str], list
     n = torch.export.Dim("N", min=1, max=MAX_BATCH)
     if kind == "clip":
         t = torch.export.Dim("T", min=1, max=MAX_STEPS)
-        x = torch.randn(clip_shape(model, 2, lengths_to_check(model)[1]))
+        x = torch.randn(clip_shape(model, 2, own_length(model)))
         t_axis = model.layout.value.index("T") if "T" in model.layout.value else None
+        if getattr(model, "fixed_steps", None) is not None:  # the RNN arm's input size is T: a static axis
+            t_axis = None
         dims = {0: n, **({t_axis: t} if t_axis is not None else {})}
         return model, (x,), ["clip"], ["logits"], ({**dims},)
     if kind == "step":

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import ConfigError, ExportError
-from ._common import ExportReport, clip_shape, lengths_to_check, quiet, step_example
+from ._common import ExportReport, clip_shape, lengths_to_check, own_length, quiet, step_example
 from .step import step_graph
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def export_torchscript(
     with model.autocast("32"):  # the float32 graph, whatever autocast the caller runs in
         with quiet(), torch.no_grad():
             if kind == "clip":
-                example = torch.randn(clip_shape(model, 2, lengths_to_check(model)[1]))
+                example = torch.randn(clip_shape(model, 2, own_length(model)))
                 traced = torch.jit.trace(model, (example,), check_trace=False)
             elif kind == "step":
                 step = step_graph(model)

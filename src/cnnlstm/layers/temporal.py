@@ -11,7 +11,7 @@ from .._registry import Registry
 from ..errors import ConfigError, ShapeError
 from ..lengths import check_lengths, valid_mask
 
-__all__ = ["HEADS", "RNNS", "Head", "Temporal", "head", "register_head"]
+__all__ = ["HEADS", "RNNS", "Head", "Temporal", "head", "last_valid", "mean_valid", "register_head"]
 
 RNNS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -111,6 +111,30 @@ class Temporal(nn.Module):
         return out, state
 
 
+def last_valid(states: torch.Tensor, lengths: torch.Tensor | None, bidirectional: bool = False) -> torch.Tensor:
+    """Each sequence's last valid step ``(N, T, D) → (N, D)``; for a bidirectional RNN, the forward direction's last
+    valid step joined with the backward direction's first step (its final state)."""
+    n, _t, d = states.shape
+    if lengths is None:
+        last = states[:, -1]  # (N, D)
+    else:
+        idx = (lengths.to(states.device) - 1).view(n, 1, 1).expand(n, 1, d)
+        last = states.gather(1, idx).squeeze(1)  # (N, D): step lengths-1 of each
+    if not bidirectional:
+        return last
+    half = d // 2
+    return torch.cat([last[:, :half], states[:, 0, half:]], dim=-1)  # (N, 2*Dh)
+
+
+def mean_valid(states: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """The mean over each sequence's valid steps, ``(N, T, D) → (N, D)``; float32 under bf16 with lengths."""
+    if lengths is None:
+        return states.mean(dim=1)  # (N, D)
+    mask = valid_mask(lengths.to(states.device), states.shape[1]).unsqueeze(-1)  # (N, T, 1)
+    total = (states * mask).sum(dim=1)
+    return total / lengths.to(states.device, torch.float32).unsqueeze(-1)  # (N, D)
+
+
 HEADS: Registry[type[Head]] = Registry("head")
 register_head = HEADS.register
 
@@ -179,16 +203,7 @@ class LastStep(Head):
         return cls(rnn.out_features, num_classes, bidirectional=rnn.bidirectional, **options)
 
     def pool(self, states: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        n, _t, d = states.shape
-        if lengths is None:
-            last = states[:, -1]  # (N, D)
-        else:
-            idx = (lengths.to(states.device) - 1).view(n, 1, 1).expand(n, 1, d)
-            last = states.gather(1, idx).squeeze(1)  # (N, D): step lengths-1 of each
-        if not self.bidirectional:
-            return last
-        half = d // 2
-        return torch.cat([last[:, :half], states[:, 0, half:]], dim=-1)  # (N, 2*Dh)
+        return last_valid(states, lengths, self.bidirectional)
 
 
 @register_head("mean")
@@ -198,11 +213,7 @@ class MeanPool(Head):
     causal = False
 
     def pool(self, states: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        if lengths is None:
-            return states.mean(dim=1)  # (N, D)
-        mask = valid_mask(lengths.to(states.device), states.shape[1]).unsqueeze(-1)  # (N, T, 1)
-        total = (states * mask).sum(dim=1)
-        return total / lengths.to(states.device, torch.float32).unsqueeze(-1)  # (N, D); float32 under bf16
+        return mean_valid(states, lengths)
 
 
 @register_head("attention")
