@@ -164,11 +164,12 @@ def ov_exported(tiny_run, tmp_path_factory):
 def test_export_cli_openvino_writes_verified_ir_and_its_int8(ov_exported):
     run, out, text = ov_exported
     graphs = [f"{stem}{p}.{ext}" for stem in ("model", "step") for p in ("", ".int8") for ext in ("xml", "bin")]
-    bundle = ["export.json", "labels.json", "preprocessing.json"]
+    bundle = ["export.json", "labels.json", "preprocessing.json", "stream.bin", "stream.xml"]  # stream: fp32 only
     assert sorted(p.name for p in out.iterdir()) == sorted(graphs + bundle)
     assert f"openvino clip -> {out / 'model.xml'}" in text and f"openvino step -> {out / 'step.xml'}" in text
+    assert f"openvino stream -> {out / 'stream.xml'}" in text
     diffs = [float(d) for d in re.findall(r"max \|openvino - torch\| = (\S+)", text)]
-    assert len(diffs) == 8 and max(diffs) <= 1e-4  # 2 batches x 3 lengths, and 2 batches of 6 streamed frames
+    assert len(diffs) == 14 and max(diffs) <= 1e-4  # clip: 2 batches x 3 lengths; step: 2 streams; stream: as clip
     assert "int8 (NNCF post-training quantization), calibrated on 8 real clips:" in text
     held_out = r"8 real clips not used in calibration(?:, streamed)?"
     agree = re.findall(held_out + r": top-1 agreement with float32 ([\d.]+)", text)
@@ -185,7 +186,10 @@ def test_export_json_describes_the_ir_as_the_onnx_graphs_are_described(ov_export
     onnx = {a["kind"]: a for a in json.loads((tmp_path / "export.json").read_text())["artifacts"]}
     manifest = json.loads((out / "export.json").read_text())
     arts = {a["path"]: a for a in manifest["artifacts"]}
-    assert sorted(arts) == ["model.int8.xml", "model.xml", "step.int8.xml", "step.xml"]
+    assert sorted(arts) == ["model.int8.xml", "model.xml", "step.int8.xml", "step.xml", "stream.xml"]
+    stream = arts.pop("stream.xml")  # the stateful stream: frame in, logits out, the state held by OpenVINO
+    assert stream["inputs"] == onnx["step"]["inputs"][:1] and stream["outputs"] == onnx["step"]["outputs"][:1]
+    assert stream["state"]["variables"] == ["h", "c"] and "reset_state()" in stream["state"]["reset"]
     for path, a in arts.items():
         assert a["runtime"] == "openvino" and a["weights"] == path.replace(".xml", ".bin")
         assert a["precision"] == ("int8" if ".int8." in path else "fp32") and a["kind"] == onnx[a["kind"]]["kind"]

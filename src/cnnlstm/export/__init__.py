@@ -15,6 +15,7 @@ from ._common import ExportReport
 from .calibrate import CalibrationReader, clip_feeds, step_feeds
 from .onnx import export_onnx
 from .openvino import export_openvino
+from .ov_stream import export_openvino_stream
 from .quantize import latency_ms, quantize_export, quantize_onnx, quantize_onnx_static, quantize_openvino
 from .run import ExportResult, export_run, sample_clips
 from .torchscript import export_torchscript
@@ -27,6 +28,7 @@ __all__ = [
     "clip_feeds",
     "export_onnx",
     "export_openvino",
+    "export_openvino_stream",
     "export_run",
     "export_torchscript",
     "latency_ms",

@@ -62,6 +62,8 @@ def _artifact(model: CNNLSTM, rep: ExportReport, folder: Path) -> dict[str, Any]
     if fmt == "openvino":
         entry["weights"] = rep.path.with_suffix(".bin").relative_to(folder).as_posix()
         entry["compile"] = dict(OV_CONFIG)  # the checks ran so: OpenVINO's CPU default may compute in bfloat16
+    if kind == "stream":
+        entry["state"] = _stateful(model)
     entry["checks"] = [dict(c) for c in rep.checks]  # float32: max |runtime - PyTorch|; int8: against float32
     return entry
 
@@ -87,8 +89,10 @@ def _caller(fmt: str, path: Path, model: CNNLSTM, kind: str) -> Callable[[list[t
             return list(outs) if isinstance(outs, (tuple, list)) else [outs]
 
         return call
+    names = {"clip": ["clip"], "stream": ["frame"]}.get(kind) or step_names(model)[0]
+    if kind == "stream":  # a stateful model: each probe in a fresh request, its state at a fresh stream's
+        return lambda ins: runner(path)({name: x.numpy() for name, x in zip(names, ins)})
     run = runner(path)
-    names = ["clip"] if kind == "clip" else step_names(model)[0]
     return lambda ins: run({name: x.numpy() for name, x in zip(names, ins)})
 
 
@@ -99,10 +103,11 @@ def _probed_io(model: CNNLSTM, kind: str, call: Callable[[list[torch.Tensor]], l
     t = lengths_to_check(model)[1]
     runs = [(1, t), (2, t + 2)]  # (N, T): the two pairs differ, so an axis's pair of sizes names it
     axes = {(1, 2): "N", (t, t + 2): "T"}
-    names = (["clip"], ["logits"]) if kind == "clip" else step_names(model)
+    names = {"clip": (["clip"], ["logits"]), "stream": (["frame"], ["logits"])}.get(kind) or step_names(model)
     shapes: list[list[list[tuple[int, ...]]]] = []  # run -> [inputs, outputs] -> shapes
     for n, steps in runs:
         ins = [torch.randn(clip_shape(model, n, steps))] if kind == "clip" else step_example(model, n)
+        ins = ins[: len(names[0])]  # a stateful stream takes the frame only
         outs = call(ins)
         shapes.append([[tuple(x.shape) for x in ins], [tuple(np.shape(x)) for x in outs]])
 
@@ -117,6 +122,17 @@ def _probed_io(model: CNNLSTM, kind: str, call: Callable[[list[torch.Tensor]], l
         ]
 
     return describe(0), describe(1)
+
+
+def _stateful(model: CNNLSTM) -> dict[str, Any]:
+    """How the stateful stream keeps its state (:mod:`.ov_stream`)."""
+    carried = step_names(model)[0][1:]
+    return {
+        "variables": carried + (["started"] if "previous" in carried else []),
+        "held": "in the OpenVINO infer request, from call to call: feed one frame per call, read its logits",
+        "reset": "InferRequest.reset_state() starts every stream over (h and c zeros); the batch N may change "
+        "only after a reset",
+    }
 
 
 def streaming(model: CNNLSTM) -> dict[str, Any]:

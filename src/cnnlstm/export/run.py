@@ -73,7 +73,8 @@ def export_run(
         out: the folder for the files (default ``RUN/export``).
         sample: clips for the int8 agreement (random ones where the run's data is gone).
         runtime: for ONNX, ``"onnxruntime"`` (``.onnx`` files) or ``"openvino"`` (OpenVINO IR ``.xml``/``.bin``,
-            converted from the verified ONNX graphs and verified again in OpenVINO; ``pip install 'cnnlstm[edge]'``).
+            converted from the verified ONNX graphs and verified again in OpenVINO, and ``stream.xml``, the step
+            with its state held in OpenVINO; ``pip install 'cnnlstm[edge]'``).
         calibration: clips for the int8 calibration.
     """
     _check_options(fmt, runtime, int8)
@@ -94,7 +95,7 @@ def export_run(
         calib, calib_kind = sample_clips(r, calibration, role="calibrate")
         clips, result.sample = sample_clips(r, sample, role="check")
         result.calibration = f"{len(calib)} {calib_kind} clips"
-        fp32 = list(result.reports)
+        fp32 = [rep for rep in result.reports if not rep.kind.endswith("stream")]  # the stateful stream stays fp32
         result.reports += [quantize_export(r.model, rep, calib, clips, folder, result.sample) for rep in fp32]
     result.bundle = write_bundle(r, folder, result.reports, TOL, no_step, result.calibration)
     return result
@@ -119,8 +120,9 @@ def _check_options(fmt: str, runtime: str, int8: bool) -> None:
 
 
 def _float32(model: torch.nn.Module, folder: Path, fmt: str, runtime: str, kinds: list[str]) -> list[ExportReport]:
-    """The verified float32 graphs ``model.EXT`` and ``step.EXT`` of each kind; for OpenVINO the ONNX graphs
-    they are converted from stay in a temporary folder."""
+    """The verified float32 graphs ``model.EXT`` and ``step.EXT`` of each kind, and for OpenVINO ``stream.xml``
+    (the step with its state held in the runtime); the ONNX graphs OpenVINO's come from stay in a temporary
+    folder."""
     from . import export_onnx, export_openvino, export_torchscript
 
     names = {"clip": "model", "step": "step"}
@@ -128,11 +130,15 @@ def _float32(model: torch.nn.Module, folder: Path, fmt: str, runtime: str, kinds
         return [export_torchscript(model, folder / f"{names[k]}.pt", kind=k, tol=TOL) for k in kinds]
     if runtime == "onnxruntime":
         return [export_onnx(model, folder / f"{names[k]}.onnx", kind=k, tol=TOL) for k in kinds]
+    from .ov_stream import export_openvino_stream
+
     reports = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in kinds:
             onnx = export_onnx(model, Path(tmp) / f"{names[k]}.onnx", kind=k, tol=TOL).path
             reports.append(export_openvino(model, folder / f"{names[k]}.xml", kind=k, onnx=onnx, tol=TOL))
+            if k == "step":  # the same step with its state held by OpenVINO
+                reports.append(export_openvino_stream(model, folder / "stream.xml", onnx=onnx, tol=TOL))
     return reports
 
 
