@@ -132,9 +132,13 @@ def test_export_json_holds_the_checks_each_artifact_passed(exported):
         assert 0 <= check["max_abs_diff"] <= check["tolerance"] == 1e-4
         assert f"{check['input']}: max |onnx - torch| = {check['max_abs_diff']:.2e}" in text  # what was printed
     assert {c["input"] for c in clip} >= {"clip (1, 2, 3, 24, 24)", "clip (7, 7, 3, 24, 24)"}
-    (agree,) = arts["model.int8.onnx"]["checks"]
-    assert agree["input"] == "4 real clips" and 0 <= agree["top1_agreement_with_fp32"] <= 1
-    assert f"top-1 agreement with float32 on 4 real clips: {agree['top1_agreement_with_fp32']:.3f}" in text
+    for path in ("model.int8.onnx", "step.int8.onnx"):  # int8: checked against float32 on clips kept out of calibration
+        (agree,) = arts[path]["checks"]
+        assert agree["input"].startswith("4 real clips not used in calibration")
+        assert 0 <= agree["top1_agreement_with_fp32"] <= 1 and agree["max_abs_diff_vs_fp32"] >= 0
+        line = f"{agree['input']}: top-1 agreement with float32 {agree['top1_agreement_with_fp32']:.3f}, "
+        assert line + f"max |int8 - float32| = {agree['max_abs_diff_vs_fp32']:.2e}" in text  # what was printed
+        assert arts[path]["calibration"].startswith("24 real clips")  # the training split's 8 x 3 videos
 
 
 def test_the_step_convention_streams_a_clip_to_the_clip_graphs_logits(exported):

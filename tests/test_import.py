@@ -1,4 +1,4 @@
-"""`import cnnlstm` stays light: no Lightning, PyAV, onnx, matplotlib or click."""
+"""`import cnnlstm` stays light: no Lightning, PyAV, onnx, OpenVINO, matplotlib or click."""
 
 import ast
 import subprocess
@@ -7,7 +7,18 @@ from pathlib import Path
 
 import cnnlstm
 
-HEAVY = ["lightning", "pytorch_lightning", "av", "onnx", "onnxruntime", "matplotlib", "click", "safetensors"]
+HEAVY = [
+    "lightning",
+    "pytorch_lightning",
+    "av",
+    "onnx",
+    "onnxruntime",
+    "openvino",
+    "nncf",
+    "matplotlib",
+    "click",
+    "safetensors",
+]
 
 
 def test_import_pulls_no_optional_dependency():

@@ -27,8 +27,14 @@ from .shapes import Diagnosis, Explanation, Finding, diagnose, explain, infer
 
 __version__ = "0.1.0"
 
-# loaded on first use: exporting needs onnx/onnxruntime, which `import cnnlstm` does not import
-_LAZY = {"export_onnx": "export", "export_torchscript": "export", "export_run": "export", "load_run": "run"}
+# loaded on first use: exporting needs onnx/onnxruntime (openvino), which `import cnnlstm` does not import
+_LAZY = {
+    "export_onnx": "export",
+    "export_openvino": "export",
+    "export_torchscript": "export",
+    "export_run": "export",
+    "load_run": "run",
+}
 
 
 def __getattr__(name: str):
@@ -65,6 +71,7 @@ __all__ = [
     "diagnose",
     "explain",
     "export_onnx",
+    "export_openvino",
     "export_run",
     "export_torchscript",
     "head",

@@ -66,6 +66,17 @@ def test_fast_malloc_env_picks_mimalloc_when_installed_else_glibc(monkeypatch):
     assert alloc.fast_malloc_env({"PATH": "/bin"}) is None
 
 
+def test_a_command_naming_openvino_gets_glibc_not_mimalloc(monkeypatch):
+    """OpenVINO's CPU plugin aborts ("free(): invalid pointer") in a process with mimalloc preloaded."""
+    monkeypatch.setattr(alloc.sys, "platform", "linux")
+    monkeypatch.setattr(alloc, "mimalloc_library", lambda: "/x/libmimalloc.so")
+    for argv in (["export", "run", "--runtime", "openvino"], ["export", "run", "--runtime=openvino"]):
+        env = alloc.command_env({"PATH": "/bin"}, argv)
+        assert env["CNNLSTM_MALLOC"] == "glibc" and "LD_PRELOAD" not in env, argv
+    env = alloc.command_env({"PATH": "/bin"}, ["export", "run", "--runtime", "onnxruntime"])
+    assert env["CNNLSTM_MALLOC"] == "mimalloc" and env["LD_PRELOAD"] == "/x/libmimalloc.so"
+
+
 @pytest.mark.parametrize("thp", [True, False])
 def test_the_command_env_carries_huge_pages_where_the_kernel_offers_them(monkeypatch, thp):
     monkeypatch.setattr(alloc.sys, "platform", "linux")

@@ -55,13 +55,14 @@ def mimalloc_library() -> str | None:
     return None
 
 
-def fast_malloc_env(environ: dict[str, str] | None = None) -> dict[str, str] | None:
+def fast_malloc_env(environ: dict[str, str] | None = None, argv: list[str] | None = None) -> dict[str, str] | None:
     """The environment to re-execute the command with for fast training steps, or None to run as it is.
 
     None off Linux, with ``CNNLSTM_NO_MALLOC_TUNING`` set, in a process already re-executed, or where the
     user preloads an allocator or sets glibc's thresholds themselves. Otherwise ``environ`` (default
-    ``os.environ``) plus mimalloc's preload and options where cmeel-mimalloc is installed, else plus
-    glibc's raised thresholds; the user's own values of those options stand.
+    ``os.environ``) plus mimalloc's preload and options where cmeel-mimalloc is installed and the command
+    (``argv``) does not name OpenVINO (whose CPU plugin aborts, "free(): invalid pointer", in a process with
+    mimalloc preloaded), else plus glibc's raised thresholds; the user's own values of those options stand.
     """
     env = dict(os.environ if environ is None else environ)
     preload = env.get("LD_PRELOAD", "")
@@ -73,7 +74,7 @@ def fast_malloc_env(environ: dict[str, str] | None = None) -> dict[str, str] | N
         or any(k in env for k in GLIBC_THRESHOLDS)
     ):
         return None
-    lib = mimalloc_library()
+    lib = None if _names_openvino(argv or []) else mimalloc_library()
     if lib is not None:
         env["LD_PRELOAD"] = f"{lib}:{preload}" if preload else lib
         env.update({k: v for k, v in MIMALLOC_OPTIONS.items() if k not in env})
@@ -84,10 +85,15 @@ def fast_malloc_env(environ: dict[str, str] | None = None) -> dict[str, str] | N
     return env
 
 
-def command_env(environ: dict[str, str] | None = None) -> dict[str, str] | None:
+def _names_openvino(argv: list[str]) -> bool:
+    """Whether a command line asks for OpenVINO: ``--runtime openvino`` (or ``--runtime=openvino``)."""
+    return any(a == "openvino" or a.endswith("=openvino") for a in argv)
+
+
+def command_env(environ: dict[str, str] | None = None, argv: list[str] | None = None) -> dict[str, str] | None:
     """:func:`fast_malloc_env`, plus ``THP_MEM_ALLOC_ENABLE=1`` where huge pages are available and the user has
     not set it; None to run as it is."""
-    env = fast_malloc_env(environ)
+    env = fast_malloc_env(environ, argv)
     if env is not None and "THP_MEM_ALLOC_ENABLE" not in env and huge_pages_available():
         env["THP_MEM_ALLOC_ENABLE"] = "1"
     return env
@@ -96,10 +102,10 @@ def command_env(environ: dict[str, str] | None = None) -> dict[str, str] | None:
 def tune_command_process() -> None:
     """Re-execute this process once in :func:`command_env`'s environment (the ``cnnlstm`` console script's first
     step); return without doing anything when there is nothing to tune or it cannot re-execute."""
-    env = command_env()
+    argv = list(getattr(sys, "orig_argv", [])) or [sys.executable, *sys.argv]
+    env = command_env(argv=argv[1:])
     if env is None:
         return
-    argv = list(getattr(sys, "orig_argv", [])) or [sys.executable, *sys.argv]
     try:
         os.execve(sys.executable, [sys.executable, *argv[1:]], env)
     except OSError:  # cannot re-execute: run as we are

@@ -1,6 +1,6 @@
-"""Export to ONNX (whole clip and streaming step) and TorchScript, verified against PyTorch; int8.
+"""Export to ONNX (whole clip and streaming step), OpenVINO IR and TorchScript, verified against PyTorch; static int8.
 
-Every export is checked on fresh random inputs with onnxruntime (or the TorchScript module):
+Every export is checked on fresh random inputs in its runtime (onnxruntime, OpenVINO, the TorchScript module):
 the largest absolute difference to PyTorch is reported, and above ``tol`` it is an error.
 
 >>> import cnnlstm as cl, tempfile
@@ -12,20 +12,30 @@ True
 
 from ..streaming import StepGraph
 from ._common import ExportReport
+from .calibrate import CalibrationReader, clip_feeds, step_feeds
 from .onnx import export_onnx
-from .quantize import int8_report, latency_ms, quantize_onnx
+from .openvino import export_openvino
+from .ov_stream import export_openvino_stream
+from .quantize import latency_ms, quantize_export, quantize_onnx, quantize_onnx_static, quantize_openvino
 from .run import ExportResult, export_run, sample_clips
 from .torchscript import export_torchscript
 
 __all__ = [
+    "CalibrationReader",
     "ExportReport",
     "ExportResult",
     "StepGraph",
+    "clip_feeds",
     "export_onnx",
+    "export_openvino",
+    "export_openvino_stream",
     "export_run",
     "export_torchscript",
-    "int8_report",
     "latency_ms",
+    "quantize_export",
     "quantize_onnx",
+    "quantize_onnx_static",
+    "quantize_openvino",
     "sample_clips",
+    "step_feeds",
 ]

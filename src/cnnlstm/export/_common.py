@@ -18,6 +18,7 @@ from ..errors import require
 
 __all__ = [
     "ExportReport",
+    "artifact_bytes",
     "clip_shape",
     "frame_shape",
     "lengths_to_check",
@@ -32,25 +33,45 @@ __all__ = [
 
 @dataclass
 class ExportReport:
-    """What an export wrote and how closely it matches PyTorch."""
+    """What an export wrote and how closely it matches PyTorch (float32), or its float32 twin (int8).
+
+    ``kind`` is ``"FORMAT KIND"``: ``onnx``, ``openvino`` or ``torchscript``, then ``clip`` or ``step``. A float32
+    check is ``{"input", "max_abs_diff"}`` (to PyTorch); an int8 check ``{"input", "top1_agreement_with_fp32",
+    "max_abs_diff_vs_fp32"}``.
+    """
 
     path: Path
     kind: str
     checks: list[dict[str, Any]] = field(default_factory=list)
+    precision: str = "fp32"
 
     @property
     def max_abs_diff(self) -> float:
-        return max((c["max_abs_diff"] for c in self.checks), default=float("nan"))
+        return max((c["max_abs_diff"] for c in self.checks if "max_abs_diff" in c), default=float("nan"))
 
     @property
     def size_bytes(self) -> int:
-        return self.path.stat().st_size
+        return artifact_bytes(self.path)
 
     def __str__(self) -> str:
-        lines = [f"{self.kind} -> {self.path} ({self.size_bytes / 1e6:.2f} MB)"]
+        precision = "" if self.precision == "fp32" else f" {self.precision}"
+        lines = [f"{self.kind}{precision} -> {self.path} ({self.size_bytes / 1e6:.2f} MB)"]
         fmt = self.kind.split()[0]
-        lines += [f"  {c['input']}: max |{fmt} - torch| = {c['max_abs_diff']:.2e}" for c in self.checks]
+        for c in self.checks:
+            if "max_abs_diff" in c:
+                lines.append(f"  {c['input']}: max |{fmt} - torch| = {c['max_abs_diff']:.2e}")
+            else:
+                lines.append(
+                    f"  {c['input']}: top-1 agreement with float32 {c['top1_agreement_with_fp32']:.3f}, "
+                    f"max |{self.precision} - float32| = {c['max_abs_diff_vs_fp32']:.2e}"
+                )
         return "\n".join(lines)
+
+
+def artifact_bytes(path: Path) -> int:
+    """The size of an artifact on disk: an OpenVINO IR is its ``.xml`` and the ``.bin`` of its weights."""
+    weights = path.with_suffix(".bin")
+    return path.stat().st_size + (weights.stat().st_size if path.suffix == ".xml" and weights.is_file() else 0)
 
 
 def clip_shape(model: nn.Module, n: int, t: int) -> tuple[int, ...]:

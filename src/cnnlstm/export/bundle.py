@@ -15,22 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import torch
+from typing import Any
 
 from .._io import write_json
 from ..run import Run
-from ._common import ExportReport, clip_shape, own_length, quiet, session, step_example, step_names
-
-if TYPE_CHECKING:
-    from ..model import CNNLSTM
+from ._artifacts import artifacts, streaming
+from ._common import ExportReport
 
 __all__ = ["FORMAT", "preprocessing", "write_bundle"]
 
 FORMAT = 1  # of export.json and preprocessing.json: a reader that finds a higher number is older than the folder
-RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torchscript"}
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int64)": "int64"}
 
 # how cnnlstm counts, picks, decodes and resizes a video's frames (cnnlstm.data.video, cnnlstm.data.sampling)
 _FRAMES = (
@@ -64,19 +58,17 @@ def write_bundle(
     reports: Sequence[ExportReport],
     tol: float,
     no_step: str | None = None,
-    int8: dict[str, Any] | None = None,
-    sample: str = "",
+    calibration: str | None = None,
 ) -> list[tuple[Path, str]]:
     """Write ``labels.json``, ``preprocessing.json`` and ``export.json`` into ``folder``, beside the graphs.
 
     Args:
         r: the run the graphs came from.
         folder: the export folder (the reports' files lie in it).
-        reports: the verified float32 exports.
-        tol: the largest difference to PyTorch their verification allowed.
+        reports: the exports: float32 graphs verified against PyTorch, and int8 twins checked against them.
+        tol: the largest difference to PyTorch the float32 verification allowed.
         no_step: why there is no streaming-step graph, if there is none.
-        int8: :func:`~cnnlstm.export.int8_report` of the ONNX graphs (their ``*.int8.onnx`` beside them).
-        sample: ``"real"`` or ``"random"``: the clips behind the int8 agreement.
+        calibration: what the int8 graphs were calibrated on, in a few words.
 
     Returns:
         Each file written and, in a few words, what it holds.
@@ -84,7 +76,7 @@ def write_bundle(
     from .. import __version__
 
     prep = preprocessing(r)
-    entries = _entries(r, folder, reports, tol, int8, sample)
+    entries = artifacts(r.model, folder, reports, tol, calibration)
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "cnnlstm": __version__,
@@ -95,7 +87,7 @@ def write_bundle(
         "artifacts": entries,
     }
     if any(e["kind"] == "step" for e in entries):
-        manifest["streaming"] = _streaming(r.model)
+        manifest["streaming"] = streaming(r.model)
     else:
         manifest["no_step"] = no_step or "no streaming-step graph was exported"
     files = [
@@ -108,31 +100,6 @@ def write_bundle(
         ),
     ]
     return files
-
-
-def _entries(
-    r: Run, folder: Path, reports: Sequence[ExportReport], tol: float, int8: dict[str, Any] | None, sample: str
-) -> list[dict[str, Any]]:
-    """export.json's artifacts: each float32 graph with its checks, then each int8 twin with its agreement."""
-    from .quantize import int8_path
-
-    fp32 = [_artifact(r.model, rep, folder, "fp32") for rep in reports]
-    for entry in fp32:
-        for check in entry["checks"]:
-            check["tolerance"] = tol  # passed: max_abs_diff <= tolerance
-    entries = list(fp32)
-    for entry, rep in zip(fp32, reports):
-        if int8 is None or entry["runtime"] != "onnxruntime":
-            continue
-        q = _artifact(r.model, ExportReport(int8_path(rep.path, folder), rep.kind), folder, "int8")
-        if entry["kind"] == "clip":  # int8 is not within tol of PyTorch: it is measured on the top-1 class
-            agree = {
-                "input": f"{int8['sample_clips']} {sample} clips",
-                "top1_agreement_with_fp32": int8["top1_agreement"],
-            }
-            q["checks"] = [agree]
-        entries.append(q)
-    return entries
 
 
 # ---------------------------------------------------------------------------------------------- preprocessing
@@ -246,87 +213,6 @@ def _prep_summary(r: Run, prep: dict[str, Any]) -> str:
             f"/ 255, (x - mean) / std, {prep['layout']}"
         )
     return f"a series' {prep['features']} features, (x - mean) / std, {prep['layout']}"
-
-
-# ---------------------------------------------------------------------------------------------- artifacts
-
-
-def _artifact(model: CNNLSTM, rep: ExportReport, folder: Path, precision: str) -> dict[str, Any]:
-    """One entry of ``export.json``: what the file is, what goes in and out, what it was checked against."""
-    fmt, kind = rep.kind.split()
-    inputs, outputs = _onnx_io(rep.path) if fmt == "onnx" else _traced_io(model, rep.path, kind)
-    return {
-        "path": rep.path.relative_to(folder).as_posix(),
-        "runtime": RUNTIMES[fmt],
-        "precision": precision,
-        "kind": kind,
-        "inputs": inputs,
-        "outputs": outputs,
-        "checks": [dict(c) for c in rep.checks],  # max |runtime - PyTorch| on fresh random inputs of each shape
-    }
-
-
-def _onnx_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The graph's own inputs and outputs as onnxruntime reads them: dynamic axes by name (``N``, ``T``)."""
-    sess = session(path)
-
-    def describe(args) -> list[dict[str, Any]]:
-        return [{"name": a.name, "shape": list(a.shape), "dtype": _ORT_TYPES.get(a.type, a.type)} for a in args]
-
-    return describe(sess.get_inputs()), describe(sess.get_outputs())
-
-
-@torch.inference_mode()
-def _traced_io(model: CNNLSTM, path: Path, kind: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """A TorchScript file's inputs and outputs (positional, named as in ONNX): the shapes of two small runs, an
-    axis that follows the batch named ``N``, one that follows the clip length ``T``."""
-    with quiet():  # torch.jit.load warns that it is deprecated
-        loaded = torch.jit.load(str(path))
-    t = own_length(model)
-    t2 = t if getattr(model, "fixed_steps", None) is not None else t + 2  # a model that takes one T: a static axis
-    runs = [(1, t), (2, t2)]  # (N, T): the two pairs differ, so an axis's pair of sizes names it
-    axes = {(1, 2): "N", (t, t2): "T"}
-    names = (["clip"], ["logits"]) if kind == "clip" else step_names(model)
-    shapes: list[list[list[tuple[int, ...]]]] = []  # run -> [inputs, outputs] -> shapes
-    for n, steps in runs:
-        ins = [torch.randn(clip_shape(model, n, steps))] if kind == "clip" else step_example(model, n)
-        outs = loaded(*ins)
-        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
-        shapes.append([[tuple(x.shape) for x in ins], [tuple(x.shape) for x in outs]])
-
-    def describe(which: int) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": name,
-                "shape": [a if a == b else axes.get((a, b)) for a, b in zip(sa, sb)],
-                "dtype": "float32",
-            }
-            for name, sa, sb in zip(names[which], shapes[0][which], shapes[1][which])
-        ]
-
-    return describe(0), describe(1)
-
-
-def _streaming(model: CNNLSTM) -> dict[str, Any]:
-    """How the step graph carries a stream: feed each ``*_out`` back as its input on the next frame."""
-    ins, outs = step_names(model)
-    carry = dict(zip(outs[1:], ins[1:]))
-    d: dict[str, Any] = {
-        "inputs": ins,
-        "outputs": outs,
-        "carry": carry,
-        "frame": "one frame of the stream, preprocessed as one frame of a clip (preprocessing.json), in the "
-        "layout without T, N streams at once",
-        "start": "a new stream starts with "
-        + " and ".join(n for n in ins[1:] if n != "previous")
-        + " all zeros (their shapes in the step artifact's inputs)",
-        "logits": "after each frame: this frame's logits, as the clip graph gives them for it"
-        if model.head.per_step
-        else "after each frame: the clip logits of the stream's frames so far, as the clip graph gives them",
-    }
-    if "previous" in ins:
-        d["start"] += "; previous = the stream's first frame itself (no motion yet)"
-    return d
 
 
 def _outputs(r: Run) -> str:

@@ -5,24 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError, ExportError, require
-from ._common import (
-    ExportReport,
-    clip_shape,
-    frame_shape,
-    lengths_to_check,
-    own_length,
-    quiet,
-    session,
-    state_shapes,
-    step_example,
-    step_names,
-)
+from ._common import ExportReport, clip_shape, own_length, quiet, step_example, step_names
 from .step import step_graph
+from .verify import check_clip, check_step, runner
 
 if TYPE_CHECKING:
     from ..model import CNNLSTM
@@ -138,41 +127,9 @@ def _clear_rnn_dispatch_caches() -> None:
             cache.clear()
 
 
-@torch.inference_mode()
 def _verify_clip(model: CNNLSTM, path: Path, batches: tuple[int, ...]) -> list[dict[str, Any]]:
-    sess = session(path)
-    checks = []
-    for b in batches:
-        for t in lengths_to_check(model):
-            x = torch.randn(clip_shape(model, b, t))
-            ref = model(x).numpy()
-            try:
-                got = sess.run(None, {"clip": x.numpy()})[0]
-            except Exception as e:  # onnxruntime's own error types
-                raise ExportError(
-                    f"the exported graph {path} cannot run a clip {tuple(x.shape)} that the model runs: "
-                    f"{str(e).splitlines()[0][:300]}"
-                ) from None
-            checks.append({"input": f"clip {tuple(x.shape)}", "max_abs_diff": float(np.abs(ref - got).max())})
-    return checks
+    return check_clip(model, runner(path), path, batches)
 
 
-@torch.inference_mode()
 def _verify_step(model: CNNLSTM, path: Path, batches: tuple[int, ...]) -> list[dict[str, Any]]:
-    sess = session(path)
-    fshape = frame_shape(model)
-    checks = []
-    for b in batches:
-        streamer = model.stream()
-        names = step_names(model)[0][1:]  # h[, c][, previous]
-        carried = [np.zeros(shape, np.float32) for shape in state_shapes(model, b)]
-        worst = 0.0
-        for i in range(6):
-            frame = torch.randn(b, *fshape)
-            ref = streamer.step(frame).numpy()
-            if i == 0 and "previous" in names:  # a stream's start: the frame is its own previous (no motion yet)
-                carried.append(frame.numpy())
-            got, *carried = sess.run(None, {"frame": frame.numpy(), **dict(zip(names, carried))})
-            worst = max(worst, float(np.abs(ref - got).max()))
-        checks.append({"input": f"6 streamed frames {(b, *fshape)}", "max_abs_diff": worst})
-    return checks
+    return check_step(model, runner(path), batches)
