@@ -68,6 +68,11 @@ class Ensemble(nn.Module):
         return self.members[0].kind
 
     @property
+    def fixed_steps(self) -> int | None:
+        """As :attr:`CNNLSTM.fixed_steps`: the one ``T`` the members take, or None."""
+        return self.members[0].fixed_steps
+
+    @property
     def head(self) -> nn.Module:
         return self.members[0].head
 

@@ -95,6 +95,8 @@ class ModelOptions:
     """Model choices a user gives; None keeps the preset's (or :class:`~cnnlstm.CNNLSTM`'s) own.
 
     Attributes:
+        preset: start from this named model (series: fcn, resnet, inception, lstm-fcn, mlstm-fcn) in place of the
+            task's own; the other options given change it.
         backbone: small | conv1d | fcn | resnet1d | inception1d | torchvision:NAME | timm:NAME.
         backbone_channels: channels of the backbone's blocks, e.g. 16,32,64.
         bridge: how feature maps become a sequence (default: videos grid, series none).
@@ -119,6 +121,7 @@ class ModelOptions:
             series).
     """
 
+    preset: str | None = None
     backbone: str | None = None
     backbone_channels: tuple[int, ...] | None = None
     bridge: str | None = None
@@ -178,6 +181,7 @@ def model_kwargs(name: str, options: ModelOptions | None = None) -> dict[str, An
     1
     """
     given = (options or ModelOptions()).given()
+    name = given.pop("preset", name)
     kw = preset(name, **{k: given[k] for k in _TOP if k in given})
     # a preset's backbone options are its own backbone's, its arrangement options the parallel arrangement's:
     # another backbone (or arrangement) given starts from none

@@ -180,7 +180,7 @@ def _series_predictions(r: Run, source, split, batch_size: int):
     ds = SeriesDataset(load_series(source, split or "test", r.classes), r.spec.normalizer)
     y_true, y_pred = [], []
     with torch.inference_mode():
-        for b in series_loader(ds, batch_size):
+        for b in series_loader(ds, batch_size, pad_to=r.model.fixed_steps):
             y_pred += r.model(b["series"], b["lengths"]).argmax(-1).tolist()
             y_true += b["label"].tolist()
     return y_true, y_pred, f"{split or 'test'} split of {source}", SkipLog()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ..build import RNN_NAMES, ModelOptions
+from ..build import PRESETS, RNN_NAMES, ModelOptions
 from ..data.datasets import ClipSpec
 from ..data.sampling import PADS, SAMPLINGS
 from ..layers.motion import MOTIONS
+from ..layers.parallel import ARRANGEMENTS
 from ..tasks.options import LOWEST, PRECISIONS, SCHEDULES, VIDEO_TRAINING, TrainOptions
 from ._app import anomaly, echo_lines, library_errors, main, setup_logging
 from ._options import given, options_from, parse_size
@@ -15,7 +16,8 @@ from ._options import given, options_from, parse_size
 __all__ = ["anomaly_fit", "train"]
 
 MODEL_CHOICES = {"bridge": ["gap", "gmp", "grid", "flatten", "attention", "none"], "rnn": list(RNN_NAMES),
-                 "head": ["last", "mean", "attention"], "motion": list(MOTIONS)}  # fmt: skip
+                 "head": ["last", "mean", "attention"], "motion": list(MOTIONS), "arrangement": list(ARRANGEMENTS),
+                 "preset": list(PRESETS)}  # fmt: skip
 
 
 def _print_summary(summary, out) -> None:

@@ -9,6 +9,7 @@ sample of the batch failed to load), ``"lengths"`` ``(N,)`` or None when all are
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,13 +105,14 @@ def video_loader(ds, batch_size: int, workers: int = 0, shuffle: bool = False, s
     )
 
 
-def series_loader(ds, batch_size: int, shuffle: bool = False, seed: int = 0):
-    """Batches of padded series from a :class:`~cnnlstm.data.series.SeriesDataset`."""
+def series_loader(ds, batch_size: int, shuffle: bool = False, seed: int = 0, pad_to: int | None = None):
+    """Batches of padded series from a :class:`~cnnlstm.data.series.SeriesDataset`, each padded to its longest
+    series or to ``pad_to`` steps (a model that takes one ``T``)."""
     return torch.utils.data.DataLoader(
         ds,
         batch_size=batch_size,
         shuffle=shuffle,
-        collate_fn=collate_series,
+        collate_fn=functools.partial(collate_series, pad_to=pad_to),
         generator=torch.Generator().manual_seed(seed),
     )
 

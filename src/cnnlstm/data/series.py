@@ -318,10 +318,11 @@ class SeriesDataset(torch.utils.data.Dataset):
         return {"series": s, "label": int(self.data.y[i]), "length": len(s), "index": i}
 
 
-def collate_series(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pad series to the longest: ``{"series": (N, T, F), "label", "lengths" (None if equal), "index", ...}``."""
+def collate_series(batch: list[dict[str, Any]], pad_to: int | None = None) -> dict[str, Any]:
+    """Pad series to the longest (at least ``pad_to`` steps): ``{"series": (N, T, F), "label", "lengths" (None if
+    all are T long), "index", ...}``."""
     lengths = torch.tensor([b["length"] for b in batch])
-    t = int(lengths.max())
+    t = max(int(lengths.max()), pad_to or 0)
     f = batch[0]["series"].shape[1]
     x = torch.zeros(len(batch), t, f)
     for i, b in enumerate(batch):

@@ -186,12 +186,15 @@ def fit_series(
     norm = Normalizer.fit([data.x[i] for i in tr])
     train_ds = SeriesDataset(data.subset(tr), norm)
     val_ds = SeriesDataset(data.subset(va), norm) if va else None
-    shape = (None, data.features)
-    model = CNNLSTM(**{**preset("series", **(model_options or {})), "input_shape": shape, "layout": "NTF",
-                       "num_classes": len(data.classes)})  # fmt: skip
+    kw = preset("series", **(model_options or {}))
+    # a dimension-shuffled RNN arm (LSTM-FCN) reads T as its features: the model takes the longest training series'
+    # T, and shorter series are padded to it (with their lengths)
+    shuffled = kw.get("arrangement") == "parallel" and kw.get("arrangement_options", {}).get("dimension_shuffle")
+    steps = int(max(data.lengths)) if shuffled else None
+    model = CNNLSTM(**{**kw, "input_shape": (steps, data.features), "layout": "NTF", "num_classes": len(data.classes)})
     loaders = (
-        series_loader(train_ds, opts.batch_size, shuffle=True, seed=opts.seed),
-        series_loader(val_ds, opts.batch_size, seed=opts.seed) if val_ds else None,
+        series_loader(train_ds, opts.batch_size, shuffle=True, seed=opts.seed, pad_to=steps),
+        series_loader(val_ds, opts.batch_size, seed=opts.seed, pad_to=steps) if val_ds else None,
     )
     spec = DataSpec(Kind.SERIES_CLASSIFY, SeriesSpec(str(source), data.features, norm.mean, norm.std))
     return train_run(
