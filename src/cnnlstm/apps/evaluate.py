@@ -14,7 +14,7 @@ from ..data.datasets import VideoDataset, VideoItem, find_videos
 from ..errors import DataError, require
 from ..lengths import valid_mask
 from ..model import CNNLSTM
-from ..run import Run, RunFolder, load_run
+from ..run import Run, RunFolder
 from .plots import plot_confusion
 
 __all__ = ["EvalResult", "class_scores", "evaluate"]
@@ -33,12 +33,15 @@ class EvalResult:
     confusion_png: str
     skipped: list[dict[str, str]] = field(default_factory=list)
     modality: str = "video"
+    runtime: str = "torch 32"  # which runtime and precision ran
+
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def lines(self) -> list[str]:
         out = [f"accuracy {self.accuracy:.4f}   macro-F1 {self.macro_f1:.4f}   ({self.videos} items: {self.subset})"]
+        out.append(f"ran on: {self.runtime}")
         width = max(len("class"), *(len(r["class"]) for r in self.per_class))
         out.append(f"{'class'.ljust(width)}  precision  recall     f1  support")
         out += [
@@ -74,6 +77,8 @@ def evaluate(
     out: str | Path | None = None,
     all_videos: bool = False,
     precision: str = "32",
+    runtime: str = "torch",
+    export: str | Path | None = None,
 ) -> EvalResult:
     """Accuracy, macro-F1, a per-class table and a confusion-matrix PNG for a run on labelled data.
 
@@ -87,10 +92,16 @@ def evaluate(
         batch_size, workers: loading.
         out: where to write the confusion matrix (default: the run folder): ``confusion.png``, or with
             ``all_videos`` honoured (no split folders) ``confusion-all.png``, so the held-out one stays.
-        precision: ``"32"`` or ``"bf16"`` (bfloat16 inference, opt-in).
+        precision: ``"32"`` (or ``"fp32"``), ``"bf16"`` (bfloat16 inference, opt-in) or ``"int8"`` (an exported
+            int8 graph).
+        runtime: ``"torch"``, or an exported graph's: ``"onnxruntime"`` or ``"openvino"``
+            (:mod:`cnnlstm.export.runtime`).
+        export: the export folder for ``runtime`` (default ``RUN/export``).
     """
+    from ..export.runtime import load_for_runtime, ran_on
+
     metrics = require("sklearn.metrics", "train", "evaluation metrics")
-    r = load_run(run, precision)
+    r = load_for_runtime(run, runtime, precision, export)
     with r.model.autocast(r.precision):
         if r.kind.modality == "series":
             y_true, y_pred, subset, skips = _series_predictions(r, data, split, batch_size)
@@ -122,6 +133,7 @@ def evaluate(
         confusion_png=str(png),
         skipped=[{"path": k, "reason": v} for k, v in skips.seen.items()],
         modality=r.kind.modality,
+        runtime=ran_on(r),
     )
 
 
