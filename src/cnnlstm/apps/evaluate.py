@@ -35,13 +35,11 @@ class EvalResult:
     modality: str = "video"
     runtime: str = "torch 32"  # which runtime and precision ran
 
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def lines(self) -> list[str]:
         out = [f"accuracy {self.accuracy:.4f}   macro-F1 {self.macro_f1:.4f}   ({self.videos} items: {self.subset})"]
-        out.append(f"ran on: {self.runtime}")
         width = max(len("class"), *(len(r["class"]) for r in self.per_class))
         out.append(f"{'class'.ljust(width)}  precision  recall     f1  support")
         out += [
@@ -51,7 +49,7 @@ class EvalResult:
         if self.modality == "video":  # files that could not be decoded
             out.append(f"skipped {len(self.skipped)} file(s)" + (":" if self.skipped else ""))
             out += [f"  {s['path']}: {s['reason']}" for s in self.skipped]
-        return [*out, f"confusion matrix: {self.confusion_png}"]
+        return [*out, f"ran on: {self.runtime}", f"confusion matrix: {self.confusion_png}"]
 
 
 @torch.inference_mode()
@@ -92,11 +90,8 @@ def evaluate(
         batch_size, workers: loading.
         out: where to write the confusion matrix (default: the run folder): ``confusion.png``, or with
             ``all_videos`` honoured (no split folders) ``confusion-all.png``, so the held-out one stays.
-        precision: ``"32"`` (or ``"fp32"``), ``"bf16"`` (bfloat16 inference, opt-in) or ``"int8"`` (an exported
-            int8 graph).
-        runtime: ``"torch"``, or an exported graph's: ``"onnxruntime"`` or ``"openvino"``
-            (:mod:`cnnlstm.export.runtime`).
-        export: the export folder for ``runtime`` (default ``RUN/export``).
+        precision, runtime, export: ``"32"``/``"fp32"``, ``"bf16"`` (opt-in) or ``"int8"``; ``"torch"``, or the
+            run's exported graph in ``"onnxruntime"`` or ``"openvino"`` from ``export`` (default ``RUN/export``).
     """
     from ..export.runtime import load_for_runtime, ran_on
 
@@ -113,12 +108,7 @@ def evaluate(
     p, rec, f1, support = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     cm = metrics.confusion_matrix(y_true, y_pred, labels=labels)
     acc = float(metrics.accuracy_score(y_true, y_pred))
-    png = Path(out or r.path) / ("confusion.png" if every is None else "confusion-all.png")
-    png.parent.mkdir(parents=True, exist_ok=True)
-    title = f"{Path(str(data)).name or data}: accuracy {acc:.3f}"
-    if every is not None:  # --all: say so, and whether the run trained on some of these videos
-        title += f"\nall {len(y_true)} videos" + (", training ones included" if every else "")
-    plot_confusion(cm, r.classes, png, title=title)
+    png = _plot(r, cm, Path(out or r.path), f"{Path(str(data)).name or data}: accuracy {acc:.3f}", every)
     per_class = [
         {"class": c, "precision": float(p[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(support[i])}
         for i, c in enumerate(r.classes)
@@ -135,6 +125,17 @@ def evaluate(
         modality=r.kind.modality,
         runtime=ran_on(r),
     )
+
+
+def _plot(r: Run, cm: np.ndarray, folder: Path, title: str, every: bool | None) -> Path:
+    """The confusion-matrix PNG in ``folder``: ``confusion.png``, or with ``--all`` honoured (``every`` not None)
+    ``confusion-all.png``, its title saying whether the run trained on some of these videos."""
+    png = folder / ("confusion.png" if every is None else "confusion-all.png")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    if every is not None:
+        title += f"\nall {int(cm.sum())} videos" + (", training ones included" if every else "")
+    plot_confusion(cm, r.classes, png, title=title)
+    return png
 
 
 def _video_items(r: Run, data: Path, split, all_videos: bool):

@@ -3,15 +3,12 @@ OpenVINO's stateful ``stream`` artifact with the state held in the runtime (:mod
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from .runtime import RuntimeModel
 
 __all__ = ["RuntimeStreamer"]
 
@@ -21,10 +18,11 @@ class RuntimeStreamer:
     :class:`~cnnlstm.streaming.Streamer` does for the PyTorch model.
 
     Args:
-        model: the runtime model whose export folder holds the ``stream`` or ``step`` artifact.
+        model: the :class:`~cnnlstm.export.runtime.RuntimeModel` whose export folder holds the ``stream`` or
+            ``step`` artifact (not imported here: it imports this module).
     """
 
-    def __init__(self, model: RuntimeModel):
+    def __init__(self, model: Any):
         self.model = model
         self.request: Any = None  # OpenVINO's stateful infer request, where the stream artifact is used
         self.state: dict[str, np.ndarray] | None = None  # the step graph's carried inputs; None: a fresh stream
