@@ -206,3 +206,42 @@ def test_unknown_runtimes_and_precisions_are_refused(tiny_run, tiny_videos, expo
         load_for_runtime(tiny_run[0], "torch", "int8")
     with pytest.raises(ConfigError, match="bf16 runs in torch or openvino, not in onnxruntime"):
         load_for_runtime(tiny_run[0], "onnxruntime", "bf16", exports["onnxruntime"])
+
+
+def test_the_run_export_folder_keeps_both_runtimes_and_refuses_other_weights(tiny_run, tiny_videos, tmp_path):
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(tiny_run[0], run)
+    video = str(_test_videos(tiny_videos)[0])
+    _invoke("export", str(run))  # RUN/export: onnxruntime
+    _invoke("export", str(run), "--runtime", "openvino")  # beside it: the ONNX Runtime graphs stay listed
+    manifest = json.loads((run / "export" / "export.json").read_text())
+    assert {e["runtime"] for e in manifest["artifacts"]} == {"onnxruntime", "openvino"}
+    assert manifest["weights"].startswith("sha256:")
+    ref = json.loads(_invoke("predict", str(run), video, "--json"))
+    for rt in RUNTIMES:  # no --export: RUN/export
+        got = json.loads(_invoke("predict", str(run), video, "--json", "--runtime", rt))
+        np.testing.assert_allclose([t["prob"] for t in got[0]["top"]], [t["prob"] for t in ref[0]["top"]], atol=2e-4)
+    manifest["weights"] = "sha256:" + "0" * 64  # as if the run had been trained again since the export
+    (run / "export" / "export.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        ConfigError, match=r"other weights than .*model.safetensors .* export again with `cnnlstm export"
+    ):
+        load_for_runtime(run, "onnxruntime")
+
+
+def test_openvino_bf16_runs_where_the_cpu_computes_in_bfloat16_else_says_so(tiny_run, exports, clips):
+    import openvino as ov
+
+    native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if not native:
+        with pytest.raises(ConfigError, match="needs a CPU that computes in bfloat16 natively"):
+            load_for_runtime(tiny_run[0], "openvino", "bf16", exports["openvino"])
+        return
+    r = load_for_runtime(tiny_run[0], "openvino", "bf16", exports["openvino"])
+    x, ref = clips
+    got = r.model(x).softmax(-1)
+    assert r.model.describe().startswith("openvino bf16") and r.model.clip["precision"] == "fp32"
+    assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.75 and (got - ref).abs().max() < 0.1
+    assert r.model.stream().kind == "stream"

@@ -91,6 +91,7 @@ class RuntimeModel:
                 f"`{_command(self._run, runtime, precision, self.folder)}`, or name one with --export DIR"
             )
         self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        self._check_weights()
         self.clip = self._entry("clip")
         self._compiled: dict[str, Any] = {}
         t_axis = [i for i, d in enumerate(self.clip["inputs"][0]["shape"]) if d == "T"]
@@ -121,6 +122,18 @@ class RuntimeModel:
             f"{self.folder / 'export.json'} has no {self.runtime} {want} {kind} artifact (it has: {have or 'none'}): "
             f"make it with `{_command(self._run, self.runtime, want, self.folder)}`"
         )
+
+    def _check_weights(self) -> None:
+        """Refuse graphs exported from other weights than the run's (trained again since the export)."""
+        from .bundle import weights_digest
+
+        recorded = self.manifest.get("weights")
+        if self._run is not None and recorded and recorded != weights_digest(self._run):
+            raise ConfigError(
+                f"{self.folder / 'export.json'} holds graphs of other weights than {self._run / 'model.safetensors'} "
+                f"(trained again since the export?): export again with "
+                f"`{_command(self._run, self.runtime, self.precision, self.folder)}`"
+            )
 
     def _check_bf16(self) -> None:
         """Refuse bfloat16 where OpenVINO's CPU plugin would emulate it rather than compute in it."""
