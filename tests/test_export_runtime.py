@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from cnnlstm import export as ex
 from cnnlstm.apps.stream import stream_video
 from cnnlstm.cli import main
-from cnnlstm.errors import ConfigError
+from cnnlstm.errors import ConfigError, ShapeError
 from cnnlstm.export.runtime import RuntimeModel, load_for_runtime
 from cnnlstm.run import load_run
 
@@ -245,3 +245,39 @@ def test_openvino_bf16_runs_where_the_cpu_computes_in_bfloat16_else_says_so(tiny
     assert r.model.describe().startswith("openvino bf16") and r.model.clip["precision"] == "fp32"
     assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.75 and (got - ref).abs().max() < 0.1
     assert r.model.stream().kind == "stream"
+
+
+def _series_run(folder: Path, steps: int | None, name: str = "series"):
+    """An untrained series classifier's run folder, exported for ONNX Runtime: its model and the loaded run."""
+    import cnnlstm as cl
+    from cnnlstm.presets import preset
+    from cnnlstm.run import DataSpec, Kind, RunFolder, SeriesSpec
+
+    torch.manual_seed(0)
+    model = cl.CNNLSTM(**preset(name), layout="NTF", input_shape=(steps, 3), num_classes=4).eval()
+    data = DataSpec(Kind.SERIES_CLASSIFY, SeriesSpec("s.npz", 3, [0.0] * 3, [1.0] * 3))
+    RunFolder(folder).write_model(model, ["w", "x", "y", "z"], data)
+    ex.export_run(folder)
+    return model, load_for_runtime(folder, "onnxruntime")
+
+
+def test_a_series_run_runs_padded_series_trimmed_and_refuses_to_stream(tmp_path):
+    model, r = _series_run(tmp_path / "s", None)
+    assert r.model.fixed_steps is None and r.model.t_axis == 1
+    x, lengths = torch.randn(3, 9, 3), torch.tensor([9, 5, 7])  # (N, T, F), padded after each series' end
+    with torch.inference_mode():
+        ref = model(x, lengths)
+    torch.testing.assert_close(r.model(x, lengths), ref, atol=1e-4, rtol=0)
+    with pytest.raises(ConfigError, match="no streaming step"):
+        r.model.stream()
+
+
+def test_a_graph_of_one_static_t_refuses_other_lengths(tmp_path):
+    model, r = _series_run(tmp_path / "s", 8, "lstm-fcn")  # a dimension-shuffled LSTM reads T as its features
+    assert r.model.fixed_steps == 8
+    x = torch.randn(2, 8, 3)  # (N, T=8, F)
+    torch.testing.assert_close(r.model(x), model(x).detach(), atol=1e-4, rtol=0)
+    with pytest.raises(ShapeError, match=r"takes T=8 frames .* got a clip of 6"):
+        r.model(torch.randn(2, 6, 3))
+    with pytest.raises(ShapeError, match="takes whole clips of T=8; got shorter ones"):
+        r.model(x, torch.tensor([8, 5]))
