@@ -113,7 +113,10 @@ def predict(run, videos, top_k, sampling, runtime, precision, export_dir, as_jso
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
-        echo_lines(prediction_lines(results) + ([] if runtime == "torch" else [f"ran on: {runtime} {precision}"]))
+        echo_lines(
+            prediction_lines(results)
+            + ([] if runtime == "torch" else [f"ran on: {runtime} {'fp32' if precision == '32' else precision}"])
+        )
     if any("error" in r for r in results):
         sys.exit(1)
 
