@@ -70,7 +70,10 @@ def test_a_command_naming_openvino_gets_glibc_not_mimalloc(monkeypatch):
     """OpenVINO's CPU plugin aborts ("free(): invalid pointer") in a process with mimalloc preloaded."""
     monkeypatch.setattr(alloc.sys, "platform", "linux")
     monkeypatch.setattr(alloc, "mimalloc_library", lambda: "/x/libmimalloc.so")
-    for argv in (["export", "run", "--runtime", "openvino"], ["export", "run", "--runtime=openvino"]):
+    argvs = [["export", "run", "--runtime", "openvino"], ["export", "run", "--runtime=openvino"]]
+    argvs += [[cmd, "run", "x.mp4", "--runtime", "openvino", "--precision", "int8"] for cmd in ("predict", "stream")]
+    argvs += [["evaluate", "run", "data", "--export", "dir", "--runtime=openvino"]]
+    for argv in argvs:
         env = alloc.command_env({"PATH": "/bin"}, argv)
         assert env["CNNLSTM_MALLOC"] == "glibc" and "LD_PRELOAD" not in env, argv
     env = alloc.command_env({"PATH": "/bin"}, ["export", "run", "--runtime", "onnxruntime"])

@@ -14,7 +14,7 @@ from ..data.datasets import VideoDataset, VideoItem, find_videos
 from ..errors import DataError, require
 from ..lengths import valid_mask
 from ..model import CNNLSTM
-from ..run import Run, RunFolder, load_run
+from ..run import Run, RunFolder
 from .plots import plot_confusion
 
 __all__ = ["EvalResult", "class_scores", "evaluate"]
@@ -33,6 +33,7 @@ class EvalResult:
     confusion_png: str
     skipped: list[dict[str, str]] = field(default_factory=list)
     modality: str = "video"
+    runtime: str = "torch 32"  # which runtime and precision ran
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,7 +49,7 @@ class EvalResult:
         if self.modality == "video":  # files that could not be decoded
             out.append(f"skipped {len(self.skipped)} file(s)" + (":" if self.skipped else ""))
             out += [f"  {s['path']}: {s['reason']}" for s in self.skipped]
-        return [*out, f"confusion matrix: {self.confusion_png}"]
+        return [*out, f"ran on: {self.runtime}", f"confusion matrix: {self.confusion_png}"]
 
 
 @torch.inference_mode()
@@ -74,6 +75,8 @@ def evaluate(
     out: str | Path | None = None,
     all_videos: bool = False,
     precision: str = "32",
+    runtime: str = "torch",
+    export: str | Path | None = None,
 ) -> EvalResult:
     """Accuracy, macro-F1, a per-class table and a confusion-matrix PNG for a run on labelled data.
 
@@ -87,10 +90,13 @@ def evaluate(
         batch_size, workers: loading.
         out: where to write the confusion matrix (default: the run folder): ``confusion.png``, or with
             ``all_videos`` honoured (no split folders) ``confusion-all.png``, so the held-out one stays.
-        precision: ``"32"`` or ``"bf16"`` (bfloat16 inference, opt-in).
+        precision, runtime, export: ``"32"``/``"fp32"``, ``"bf16"`` (opt-in) or ``"int8"``; ``"torch"``, or the
+            run's exported graph in ``"onnxruntime"`` or ``"openvino"`` from ``export`` (default ``RUN/export``).
     """
+    from ..export.runtime import load_for_runtime, ran_on
+
     metrics = require("sklearn.metrics", "train", "evaluation metrics")
-    r = load_run(run, precision)
+    r = load_for_runtime(run, runtime, precision, export)
     with r.model.autocast(r.precision):
         if r.kind.modality == "series":
             y_true, y_pred, subset, skips = _series_predictions(r, data, split, batch_size)
@@ -102,12 +108,7 @@ def evaluate(
     p, rec, f1, support = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     cm = metrics.confusion_matrix(y_true, y_pred, labels=labels)
     acc = float(metrics.accuracy_score(y_true, y_pred))
-    png = Path(out or r.path) / ("confusion.png" if every is None else "confusion-all.png")
-    png.parent.mkdir(parents=True, exist_ok=True)
-    title = f"{Path(str(data)).name or data}: accuracy {acc:.3f}"
-    if every is not None:  # --all: say so, and whether the run trained on some of these videos
-        title += f"\nall {len(y_true)} videos" + (", training ones included" if every else "")
-    plot_confusion(cm, r.classes, png, title=title)
+    png = _plot(r, cm, Path(out or r.path), f"{Path(str(data)).name or data}: accuracy {acc:.3f}", every)
     per_class = [
         {"class": c, "precision": float(p[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(support[i])}
         for i, c in enumerate(r.classes)
@@ -122,7 +123,19 @@ def evaluate(
         confusion_png=str(png),
         skipped=[{"path": k, "reason": v} for k, v in skips.seen.items()],
         modality=r.kind.modality,
+        runtime=ran_on(r),
     )
+
+
+def _plot(r: Run, cm: np.ndarray, folder: Path, title: str, every: bool | None) -> Path:
+    """The confusion-matrix PNG in ``folder``: ``confusion.png``, or with ``--all`` honoured (``every`` not None)
+    ``confusion-all.png``, its title saying whether the run trained on some of these videos."""
+    png = folder / ("confusion.png" if every is None else "confusion-all.png")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    if every is not None:
+        title += f"\nall {int(cm.sum())} videos" + (", training ones included" if every else "")
+    plot_confusion(cm, r.classes, png, title=title)
+    return png
 
 
 def _video_items(r: Run, data: Path, split, all_videos: bool):

@@ -8,7 +8,6 @@ from typing import Any
 
 from ..data.batch import collate_clips
 from ..data.datasets import VideoDataset, VideoItem, _try_probe
-from ..run import load_run
 from .evaluate import class_scores
 
 __all__ = ["predict", "prediction_lines"]
@@ -20,14 +19,21 @@ def predict(
     topk: int = 3,
     sampling: str | None = None,
     precision: str = "32",
+    runtime: str = "torch",
+    export: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Top-k labels with probabilities for each video, sampled as the run was trained.
+
+    ``precision``, ``runtime`` and ``export``: as :func:`~cnnlstm.apps.evaluate.evaluate`'s (an exported graph
+    in ONNX Runtime or OpenVINO instead of the PyTorch model).
 
     Returns:
         One dict per video: ``{"path", "top": [{"label", "prob"}, ...]}``, or ``{"path", "error"}``
         for a file that cannot be decoded.
     """
-    r = load_run(run, precision)
+    from ..export.runtime import load_for_runtime
+
+    r = load_for_runtime(run, runtime, precision, export)
     spec = r.spec.for_scoring(sampling)
     k = max(1, min(topk, len(r.classes)))
     results = []

@@ -26,7 +26,8 @@ def stream_video(
     """Stream a video file frame by frame through a run's model.
 
     Args:
-        run: a run folder (or a loaded :class:`~cnnlstm.run.Run`, streamed in its ``precision``).
+        run: a run folder (or a loaded :class:`~cnnlstm.run.Run`, streamed in its ``precision``; one of
+            :func:`~cnnlstm.export.runtime.load_for_runtime` streams in its exported graph).
         video: the video file.
         stride: feed every ``stride``-th frame (a model trained on clips sampled sparsely
             over whole videos reads a sparser stream better).
@@ -34,8 +35,11 @@ def stream_video(
         on_update: the callback; ``probs`` is ``(classes,)``.
 
     Returns:
-        ``{"frames": [frame index of each step], "probs": (steps, classes) array, "classes": [...]}``.
+        ``{"frames": [frame index of each step], "probs": (steps, classes) array, "classes": [...], "runtime":
+        which runtime and precision ran}``.
     """
+    from ..export.runtime import ran_on
+
     r = run if isinstance(run, Run) else load_run(run)
     if stride < 1:
         raise ConfigError(f"stride must be a positive number of frames, got {stride}")
@@ -53,4 +57,4 @@ def stream_video(
                 on_update(i, probs[-1])
     if not probs:
         raise ConfigError(f"{video}: no frame decoded")
-    return {"frames": frames, "probs": np.stack(probs), "classes": r.classes}
+    return {"frames": frames, "probs": np.stack(probs), "classes": r.classes, "runtime": ran_on(r)}

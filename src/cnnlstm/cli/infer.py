@@ -24,6 +24,34 @@ def precision_option(
     return click.option("--precision", default="32", show_default=True, type=click.Choice(["32", "bf16"]), help=help)
 
 
+def runtime_options(f):
+    """``--runtime torch|onnxruntime|openvino``, ``--precision 32|fp32|bf16|int8`` and ``--export DIR``: run the
+    PyTorch model or the run's exported graph (``cnnlstm export``)."""
+    f = click.option(
+        "--export",
+        "export_dir",
+        default=None,
+        type=click.Path(exists=True, file_okay=False),
+        help="The export folder for --runtime (default: RUN/export).",
+    )(f)
+    f = click.option(
+        "--precision",
+        default="32",
+        show_default=True,
+        type=click.Choice(["32", "fp32", "bf16", "int8"]),
+        help="32 (= fp32); bf16: bfloat16 (torch, or OpenVINO on a CPU with native bfloat16); int8: the exported "
+        "int8 graph (with --runtime onnxruntime|openvino).",
+    )(f)
+    return click.option(
+        "--runtime",
+        default="torch",
+        show_default=True,
+        type=click.Choice(["torch", "onnxruntime", "openvino"]),
+        help="Run the PyTorch model, or its exported graph in ONNX Runtime or OpenVINO (cnnlstm export RUN "
+        "--runtime ...).",
+    )(f)
+
+
 @main.command()
 @RUN
 @click.argument("data")
@@ -43,16 +71,27 @@ def precision_option(
     help="Without split folders, evaluate every video, training ones included (default: those the run held out); "
     "writes confusion-all.png beside the held-out confusion.png.",
 )
-@precision_option()
+@runtime_options
 @AS_JSON
 @library_errors
-def evaluate(run, data, split, sampling, batch_size, workers, all_videos, precision, as_json) -> None:
+def evaluate(run, data, split, sampling, batch_size, workers, all_videos, runtime, precision, export_dir, as_json):
     """Accuracy, macro-F1 and a per-class table of RUN on labelled videos DATA; writes a confusion-matrix PNG
     (RUN/confusion.png; with --all, RUN/confusion-all.png)."""
     from ..apps.evaluate import evaluate as run_evaluate
 
     setup_logging()
-    result = run_evaluate(run, data, split, sampling, batch_size, workers, all_videos=all_videos, precision=precision)
+    result = run_evaluate(
+        run,
+        data,
+        split,
+        sampling,
+        batch_size,
+        workers,
+        all_videos=all_videos,
+        precision=precision,
+        runtime=runtime,
+        export=export_dir,
+    )
     click.echo(json.dumps(result.to_dict(), indent=2)) if as_json else echo_lines(result.lines())
 
 
@@ -61,17 +100,23 @@ def evaluate(run, data, split, sampling, batch_size, workers, all_videos, precis
 @click.argument("videos", nargs=-1, required=True)
 @click.option("--top-k", default=3, show_default=True)
 @click.option("--sampling", default=None, type=click.Choice(SAMPLINGS))
-@precision_option()
+@runtime_options
 @AS_JSON
 @library_errors
-def predict(run, videos, top_k, sampling, precision, as_json) -> None:
+def predict(run, videos, top_k, sampling, runtime, precision, export_dir, as_json) -> None:
     """Top-k labels with probabilities for each of VIDEOS, sampled as RUN was trained."""
     from ..apps.predict import predict as run_predict
     from ..apps.predict import prediction_lines
 
     setup_logging()
-    results = run_predict(run, videos, top_k, sampling, precision)
-    click.echo(json.dumps(results, indent=2)) if as_json else echo_lines(prediction_lines(results))
+    results = run_predict(run, videos, top_k, sampling, precision, runtime, export_dir)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        echo_lines(
+            prediction_lines(results)
+            + ([] if runtime == "torch" else [f"ran on: {runtime} {'fp32' if precision == '32' else precision}"])
+        )
     if any("error" in r for r in results):
         sys.exit(1)
 
@@ -119,16 +164,16 @@ def demo(out, data, epochs, seed, compare_bridges, precision) -> None:
 @click.option("--stride", default=1, show_default=True, help="Feed every STRIDE-th frame.")
 @click.option("--every", default=25, show_default=True, help="Print the running prediction every K fed frames.")
 @click.option("--plot", default=None, type=click.Path(), help="Timeline PNG (default: RUN/stream-VIDEO.png).")
-@precision_option()
+@runtime_options
 @library_errors
-def stream(run, video, stride, every, plot, precision) -> None:
+def stream(run, video, stride, every, plot, runtime, precision, export_dir) -> None:
     """Stream VIDEO frame by frame through RUN's model, carrying the RNN state; plot class probabilities over time."""
     from ..apps.plots import plot_timeline
     from ..apps.stream import stream_video
     from ..data.video import probe
-    from ..run import load_run
+    from ..export.runtime import load_for_runtime
 
-    r = load_run(run, precision)
+    r = load_for_runtime(run, runtime, precision, export_dir)
     info = probe(video)
 
     def show(i: int, p) -> None:
@@ -141,7 +186,11 @@ def stream(run, video, stride, every, plot, precision) -> None:
     last = result["probs"][-1]
     k = int(last.argmax())
     echo_lines(
-        [f"{len(result['frames'])} frames streamed; final: {r.classes[k]} {float(last[k]):.3f}", f"timeline: {png}"]
+        [
+            f"{len(result['frames'])} frames streamed; final: {r.classes[k]} {float(last[k]):.3f}",
+            f"ran on: {result['runtime']}",
+            f"timeline: {png}",
+        ]
     )
 
 

@@ -18,12 +18,14 @@ from .openvino import export_openvino
 from .ov_stream import export_openvino_stream
 from .quantize import latency_ms, quantize_export, quantize_onnx, quantize_onnx_static, quantize_openvino
 from .run import ExportResult, export_run, sample_clips
+from .runtime import RuntimeModel, load_for_runtime
 from .torchscript import export_torchscript
 
 __all__ = [
     "CalibrationReader",
     "ExportReport",
     "ExportResult",
+    "RuntimeModel",
     "StepGraph",
     "clip_feeds",
     "export_onnx",
@@ -32,6 +34,7 @@ __all__ = [
     "export_run",
     "export_torchscript",
     "latency_ms",
+    "load_for_runtime",
     "quantize_export",
     "quantize_onnx",
     "quantize_onnx_static",

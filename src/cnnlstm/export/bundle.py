@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,11 +78,14 @@ def write_bundle(
     from .. import __version__
 
     prep = preprocessing(r)
+    digest = weights_digest(r.path)
     entries = artifacts(r.model, folder, reports, tol, calibration)
+    entries += _kept(folder, digest, entries)
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "cnnlstm": __version__,
         "kind": r.kind.value,
+        "weights": digest,
         "labels": "labels.json",
         "preprocessing": "preprocessing.json",
         "outputs": _outputs(r),
@@ -100,6 +105,37 @@ def write_bundle(
         ),
     ]
     return files
+
+
+def weights_digest(run: Path) -> str | None:
+    """``sha256:HEX`` of the run's ``model.safetensors``: which weights an export folder's graphs hold; None
+    without the file."""
+    path = run / "model.safetensors"
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"sha256:{h.hexdigest()}"
+
+
+def _kept(folder: Path, digest: str | None, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The previous ``export.json``'s artifacts of the other runtimes, kept where they hold the same weights and
+    their files are still there: ``cnnlstm export RUN --runtime openvino`` after ``cnnlstm export RUN`` keeps
+    the ONNX Runtime graphs listed."""
+    try:
+        old = json.loads((folder / "export.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if digest is None or old.get("weights") != digest:
+        return []
+    runtimes, paths = {e["runtime"] for e in entries}, {e["path"] for e in entries}
+    return [
+        e
+        for e in old.get("artifacts", [])
+        if e["runtime"] not in runtimes and e["path"] not in paths and (folder / e["path"]).is_file()
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- preprocessing

@@ -34,7 +34,8 @@ MODEL_FILES = ("config.json", "model.safetensors", "labels.json", "data.json")
 class Run:
     """A trained run: its folder, the model (eval mode), its class names, its data spec, and the precision its
     inference was asked to run in (``"32"`` or ``"bf16"``; the apps run the model inside
-    ``with run.model.autocast(run.precision):``)."""
+    ``with run.model.autocast(run.precision):``). :func:`cnnlstm.export.runtime.load_for_runtime` gives a run whose
+    model is its exported graph instead (a ``RuntimeModel``, precision ``"fp32"``, ``"bf16"`` or ``"int8"``)."""
 
     path: Path
     model: CNNLSTM | Ensemble
