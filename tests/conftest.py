@@ -6,6 +6,8 @@ their own ``conftest.py`` and none is a package).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -13,6 +15,14 @@ from cnnlstm.data.datasets import ClipSpec
 from cnnlstm.data.synthetic import make_moving_digits
 
 collect_ignore = ["conftest.py"]  # keep --doctest-modules from importing it beside the other conftest.py files
+
+# the modules that load OpenVINO run in a pytest process of their own (tests/test_openvino_alone.py starts it):
+# OpenVINO loaded beside PyAV's FFmpeg in one long test process ends it in a segfault some tests later (seen in
+# full runs on 2026-12-02, never in these modules alone; cause not found)
+OPENVINO_MODULES = ["test_export_int8.py", "test_export_openvino.py", "test_export_ov_stream.py",
+                    "test_export_runtime.py"]  # fmt: skip
+if not os.environ.get("CNNLSTM_OPENVINO_ALONE"):
+    collect_ignore += OPENVINO_MODULES
 
 # a tiny model: 2 conv blocks of 4 and 8 channels, a grid bridge, 4 frames of 24x24
 TINY_MODEL = {"backbone_options": {"channels": (4, 8)}, "bridge": "grid", "hidden_size": 8}
