@@ -46,6 +46,17 @@ CONFIGS: dict[str, dict] = {
     # the series default as measured before issue 18 (300 epochs, batch 16, lr 1e-3); its saved rows kept the last
     # epoch, where the library now keeps the one of the lowest training loss
     "before": {"options": {"batch_size": 16, "lr": 1e-3}},
+    # the field's series CNNs before the same BiLSTM and mean head (only the backbone differs from "default")
+    "fcn": {"model": {"preset": "fcn"}},
+    "resnet": {"model": {"preset": "resnet"}},
+    "inception": {"model": {"preset": "inception"}},
+    # LSTM-FCN: the FCN beside an LSTM over the dimension-shuffled series; MLSTM-FCN adds squeeze-and-excite
+    "lstm-fcn": {"model": {"preset": "lstm-fcn"}},
+    "mlstm-fcn": {"model": {"preset": "mlstm-fcn"}},
+    # the field's recipe: the learning rate halved on plateaus of the training loss, in place of the cosine
+    "plateau": {"options": {"schedule": "plateau"}},
+    "fcn-plateau": {"model": {"preset": "fcn"}, "options": {"schedule": "plateau"}},
+    "lstm-fcn-plateau": {"model": {"preset": "lstm-fcn"}, "options": {"schedule": "plateau"}},
 }
 PEERS = ["MiniRocket", "ROCKET", "1NN-DTW"]
 DTW_BUDGET = 2e10  # train x test x length^2 x channels: 1NN-DTW runs where it stays under this (a minute or so)

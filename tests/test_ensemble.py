@@ -85,9 +85,10 @@ def test_a_stream_equals_the_ensemble_on_the_whole_clip():
 def _series_npz(path, n=12, steps=10):
     rng = np.random.default_rng(0)
     y = np.array(["up", "down"] * (n // 2))
-    x = rng.normal(size=(n, steps, 2)) * 0.3 + np.where(y == "up", 1.0, -1.0)[:, None, None] * np.linspace(0, 1, steps)[
-        None, :, None
-    ]
+    x = (
+        rng.normal(size=(n, steps, 2)) * 0.3
+        + np.where(y == "up", 1.0, -1.0)[:, None, None] * np.linspace(0, 1, steps)[None, :, None]
+    )
     np.savez(path, x_train=x, y_train=y, x_test=x[:6], y_test=y[:6])
     return path
 
@@ -136,3 +137,16 @@ def test_an_ensemble_resumes_with_its_finished_members_kept(tmp_path):
 def test_ensemble_options_are_checked():
     with pytest.raises(ConfigError, match="ensemble must be at least 1, got 0"):
         TrainOptions(ensemble=0)
+
+
+@pytest.mark.parametrize("name", ["fcn", "lstm-fcn"])
+def test_a_series_preset_trains_through_the_entry(tmp_path, name):
+    # `cnnlstm train data.npz --preset fcn`: the series preset's conv1d options must not reach the FCN
+    from cnnlstm.build import ModelOptions
+    from cnnlstm.tasks.entry import train
+
+    data = _series_npz(tmp_path / "s.npz")
+    opts = {"epochs": 1, "batch_size": 4, "seed": 0, "progress": False}
+    summary = train(data, tmp_path / "run", model=ModelOptions(preset=name, hidden_size=4), options=opts)
+    assert summary.model["backbone"] == "fcn" and summary.epochs == 1
+    assert ("parallel" in json.dumps(summary.model)) == (name == "lstm-fcn")

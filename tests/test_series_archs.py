@@ -252,3 +252,12 @@ def test_onnx_export_is_verified(backbone, arrangement, options, tmp_path):
         assert lengths == {"clip (1, 8, 3)", "clip (7, 8, 3)"}
     else:  # T dynamic: verified at 4, 8 and 15 steps
         assert len(lengths) == 6
+
+
+@pytest.mark.parametrize("name", ["fcn", "resnet", "inception", "lstm-fcn"])
+def test_a_preset_given_on_the_series_entry_keeps_its_own_backbone_options(name):
+    # the training entry merges model_kwargs' output into the series preset: conv1d's options must not follow
+    kw = preset("series", **model_kwargs("series", ModelOptions(preset=name)))
+    assert kw["backbone"] == PRESETS[name]["backbone"]
+    assert kw["backbone_options"] == PRESETS[name].get("backbone_options", {})
+    assert "backbone_options" not in preset("series", backbone="fcn")  # given directly, as fit_series' callers may

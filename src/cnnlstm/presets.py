@@ -84,10 +84,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str, **overrides: Any) -> dict[str, Any]:
-    """A fresh copy of preset ``name`` with ``overrides`` replacing its keys."""
+    """A fresh copy of preset ``name`` with ``overrides`` replacing its keys.
+
+    The preset's ``backbone_options`` are its own backbone's: another ``backbone`` given without options of its
+    own starts from none.
+
+    >>> preset("series", backbone="fcn").get("backbone_options")
+    """
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r}: expected one of {', '.join(PRESETS)}")
-    return {**copy.deepcopy(PRESETS[name]), **overrides}
+    kw = {**copy.deepcopy(PRESETS[name]), **overrides}
+    if kw.get("backbone") != PRESETS[name].get("backbone") and "backbone_options" not in overrides:
+        kw.pop("backbone_options", None)
+    return kw
 
 
 @dataclass
@@ -199,8 +208,7 @@ def model_kwargs(name: str, options: ModelOptions | None = None) -> dict[str, An
             kw["head"] = "last"
         if kw["bidirectional"] or backbone["pool"] > 1:
             log.warning("a causal model with a bidirectional RNN or pooling > 1 cannot stream")
-    if backbone or "backbone_options" in PRESETS[name]:  # {}: another backbone leaves the preset's behind
-        kw["backbone_options"] = backbone
+    kw["backbone_options"] = backbone  # {}: another backbone leaves the preset's behind
     if "grid_k" in given and kw.get("bridge", "gap") == "grid":
         kw["bridge_options"] = {"k": given["grid_k"]}
     arrangement.update({_ARRANGEMENT[k]: given[k] for k in _ARRANGEMENT if k in given})
