@@ -53,6 +53,8 @@ CONFIGS: dict[str, dict] = {
     # LSTM-FCN: the FCN beside an LSTM over the dimension-shuffled series; MLSTM-FCN adds squeeze-and-excite
     "lstm-fcn": {"model": {"preset": "lstm-fcn"}},
     "mlstm-fcn": {"model": {"preset": "mlstm-fcn"}},
+    # LSTM-FCN whose LSTM reads T steps of F features (no dimension shuffle): any length, no fixed T
+    "lstm-fcn-steps": {"model": {"preset": "lstm-fcn", "dimension_shuffle": False}},
     # the field's recipe: the learning rate halved on plateaus of the training loss, in place of the cosine
     "plateau": {"options": {"schedule": "plateau"}},
     "fcn-plateau": {"model": {"preset": "fcn"}, "options": {"schedule": "plateau"}},

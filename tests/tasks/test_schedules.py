@@ -1,5 +1,6 @@
 """The learning rate over a run: each schedule's shape, and a run trained with each."""
 
+import itertools
 from types import SimpleNamespace
 
 import pytest
@@ -93,3 +94,63 @@ def test_without_validation_the_epoch_of_the_lowest_training_loss_is_kept(tmp_pa
     assert best["epoch"] == lowest
     kept = CNNLSTM.from_pretrained(tmp_path / "run").state_dict()
     assert all(torch.equal(v, best["state_dict"]["model." + k]) for k, v in kept.items())
+
+
+class _Clock(__import__("lightning").pytorch.callbacks.Timer):
+    """A Timer whose clock the test moves: ``per_epoch`` seconds an epoch against a ``budget``."""
+
+    def __init__(self, budget: float, per_epoch: float):
+        super().__init__(duration={"seconds": budget})
+        self.budget, self.per_epoch, self.epochs = budget, per_epoch, 0
+
+    def time_elapsed(self, stage="train"):
+        return self.epochs * self.per_epoch
+
+    def time_remaining(self, stage="train"):
+        return self.budget - self.time_elapsed()
+
+
+def test_a_time_budget_shortens_the_cosine_so_it_ends_inside_the_budget():
+    import torch
+
+    from cnnlstm.tasks.budget import CosineBudget
+
+    module = ClassifyModule(CONFIG, lr=1e-2, max_epochs=300, schedule="cosine")
+    opt = module.configure_optimizers()["optimizer"]
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=300)
+    clock, budget = _Clock(budget=100.0, per_epoch=2.0), CosineBudget(margin=0.9)
+    trainer = SimpleNamespace(callbacks=[clock], lr_scheduler_configs=[SimpleNamespace(scheduler=sched)],
+                              current_epoch=0, should_stop=False)  # fmt: skip
+    lrs = []
+    while not trainer.should_stop and trainer.current_epoch < 300:
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        clock.epochs += 1
+        budget.on_train_epoch_end(trainer, module)
+        sched.step()
+        trainer.current_epoch += 1
+    # 50 epochs fit in 100 s at 2 s each; with the margin the cosine ends at epoch 45, inside the budget
+    assert budget.horizon == 45 and len(lrs) == 45 and clock.time_elapsed() <= 100
+    assert lrs[0] == 1e-2 and all(a > b for a, b in itertools.pairwise(lrs)) and opt.param_groups[0]["lr"] < 1e-6
+    assert "fitted 45 of the 300 epochs" in budget.reason("100s", 300)
+
+
+def test_a_budget_that_allows_every_epoch_changes_nothing():
+    import torch
+
+    from cnnlstm.tasks.budget import CosineBudget
+
+    module = ClassifyModule(CONFIG, lr=1e-2, max_epochs=10, schedule="cosine")
+    opt = module.configure_optimizers()["optimizer"]
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    clock, budget = _Clock(budget=1000.0, per_epoch=1.0), CosineBudget()
+    trainer = SimpleNamespace(callbacks=[clock], lr_scheduler_configs=[SimpleNamespace(scheduler=sched)],
+                              current_epoch=0, should_stop=False)  # fmt: skip
+    for _ in range(10):
+        opt.step()
+        clock.epochs += 1
+        budget.on_train_epoch_end(trainer, module)
+        sched.step()
+        trainer.current_epoch += 1
+    assert sched.T_max == 10 and budget.horizon is None and not trainer.should_stop
+    assert budget.reason("1000s", 10) is None

@@ -27,6 +27,7 @@ from ..data.batch import SkipLog, batch_input
 from ..errors import ConfigError, Interrupted, require
 from ..model import CNNLSTM
 from ..run import DataSpec, RunFolder, TrainSummary
+from .budget import CosineBudget
 from .options import PLATEAU, TrainOptions, lightning_precision, parse_duration
 
 L = require("lightning.pytorch", "train", "training")
@@ -238,6 +239,8 @@ def _trainer(folder: RunFolder, opts: TrainOptions, validates: bool):
     callbacks: list[Any] = [ckpt]
     if opts.patience and validates:
         callbacks.append(L.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=opts.patience))
+    if opts.max_time and opts.schedule == "cosine":
+        callbacks.append(CosineBudget())
     bar = opts.progress and sys.stderr.isatty()  # a bar that redraws itself only on a terminal
     if opts.progress and not bar:
         callbacks.append(EpochLines(opts.epochs))
@@ -268,6 +271,9 @@ def _stop_reason(trainer, opts: TrainOptions) -> str:
     early = next((c for c in trainer.callbacks if isinstance(c, L.callbacks.EarlyStopping)), None)
     if early is not None and early.stopped_epoch > 0:
         return f"the validation loss did not improve for {opts.patience} epochs"
+    budget = next((c for c in trainer.callbacks if isinstance(c, CosineBudget)), None)
+    if budget is not None and budget.reason(opts.max_time, opts.epochs):
+        return budget.reason(opts.max_time, opts.epochs)
     timer = next((c for c in trainer.callbacks if isinstance(c, L.callbacks.Timer)), None)
     if opts.max_time and timer is not None and timer.time_remaining() is not None and timer.time_remaining() <= 0:
         return f"the time budget ({opts.max_time}) ran out"
