@@ -232,7 +232,8 @@ def test_early_stopping_waits_for_min_epochs_and_patience_0_turns_it_off(tiny_vi
 
 def test_training_stops_at_its_time_budget_and_keeps_the_best_so_far(tiny_videos, fit_tiny, tmp_path):
     summary = fit_tiny(tiny_videos, tmp_path / "r", epochs=1000, max_time="2s")
-    assert summary.stopped == "the time budget (2s) ran out" and summary.epochs < 1000
+    # the cosine fitted to the budget ends the run, or the clock does where an epoch ran long
+    assert summary.stopped.startswith("the time budget (2s) ") and summary.epochs < 1000
     assert (tmp_path / "r" / "model.safetensors").is_file()
 
 
