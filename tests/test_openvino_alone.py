@@ -12,7 +12,7 @@ MODULES = [
     "test_export_openvino.py",
     "test_export_ov_stream.py",
     "test_export_runtime.py",
-    "test_export_stream_reset.py",
+    "test_export_runtime_stream.py",
 ]
 
 

@@ -14,6 +14,12 @@ from ..errors import ConfigError, ShapeError
 __all__ = ["RuntimeStreamer"]
 
 
+def _has(model: Any, kind: str, precision: str) -> bool:
+    """Whether the model's export folder lists a ``kind`` artifact of ``precision`` in its runtime."""
+    want = (model.runtime, precision, kind)
+    return any((e["runtime"], e["precision"], e["kind"]) == want for e in model.manifest.get("artifacts", []))
+
+
 class RuntimeStreamer:
     """``step(frames) -> logits`` for ``N`` streams at once, ``reset()`` to start them all over and
     ``reset([i, ...])`` some of them while the others go on; as :class:`~cnnlstm.streaming.Streamer` does for the
@@ -32,10 +38,10 @@ class RuntimeStreamer:
         self._restart: np.ndarray | None = None  # motion input: streams restarted since the last step
         if "streaming" not in model.manifest:
             raise ConfigError(f"{model.folder / 'export.json'}: no streaming step: {model.manifest.get('no_step')}")
-        if model.runtime == "openvino" and model.precision != "int8":  # the stateful stream is float32
-            self.entry = model._entry("stream", "fp32")
+        if model.runtime == "openvino" and (model.precision != "int8" or _has(model, "stream", "int8")):
+            self.entry = model._entry("stream")  # bf16: the float32 stream, compiled in bfloat16
             self.request = model.compiled(self.entry).create_infer_request()
-        else:
+        else:  # an int8 export written before there was an int8 stream: its step
             self.entry = model._entry("step")
         self.kind = self.entry["kind"]
 
