@@ -125,3 +125,16 @@ def test_an_int8_export_without_an_int8_stream_streams_in_its_step(motion_run, t
     (folder / "export.json").write_text(json.dumps(manifest))  # as written before there was an int8 stream
     streamer = RuntimeModel(folder, "openvino", "int8").stream()
     assert streamer.kind == "step" and streamer.entry["path"] == "step.int8.xml"
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_the_runtime_runs_on_the_threads_it_is_given(motion_run, runtime):
+    model = RuntimeModel(motion_run[0] / "export", runtime, "fp32", threads=1)
+    compiled = model.compiled(model.clip)
+    if runtime == "onnxruntime":
+        assert compiled.get_session_options().intra_op_num_threads == 1
+    else:
+        assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+    x = _frames(4)[:, :4]  # (3, T=4, ...)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), motion_run[1](x), atol=1e-4, rtol=0)
