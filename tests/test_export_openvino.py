@@ -164,16 +164,17 @@ def ov_exported(tiny_run, tmp_path_factory):
 def test_export_cli_openvino_writes_verified_ir_and_its_int8(ov_exported):
     run, out, text = ov_exported
     graphs = [f"{stem}{p}.{ext}" for stem in ("model", "step") for p in ("", ".int8") for ext in ("xml", "bin")]
-    bundle = ["export.json", "labels.json", "preprocessing.json", "stream.bin", "stream.xml"]  # stream: fp32 only
-    assert sorted(p.name for p in out.iterdir()) == sorted(graphs + bundle)
+    streams = ["stream.bin", "stream.xml", "stream.int8.bin", "stream.int8.xml"]
+    bundle = ["export.json", "labels.json", "preprocessing.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(graphs + streams + bundle)
     assert f"openvino clip -> {out / 'model.xml'}" in text and f"openvino step -> {out / 'step.xml'}" in text
-    assert f"openvino stream -> {out / 'stream.xml'}" in text
+    assert f"openvino stream -> {out / 'stream.xml'}" in text and f"openvino stream int8 -> {out / 'stream.int8.xml'}"
     diffs = [float(d) for d in re.findall(r"max \|openvino - torch\| = (\S+)", text)]
     assert len(diffs) == 14 and max(diffs) <= 1e-4  # clip: 2 batches x 3 lengths; step: 2 streams; stream: as clip
     assert "int8 (NNCF post-training quantization), calibrated on 8 real clips:" in text
     held_out = r"8 real clips not used in calibration(?:, streamed)?"
     agree = re.findall(held_out + r": top-1 agreement with float32 ([\d.]+)", text)
-    assert len(agree) == 2 and all(float(a) >= 0.75 for a in agree)
+    assert len(agree) == 3 and all(float(a) >= 0.75 for a in agree)  # clip, step, stream
     model = cl.CNNLSTM.from_pretrained(run).eval()  # the IR is the run's model
     x = torch.randn(2, 5, 3, 24, 24)
     with torch.no_grad():
@@ -186,10 +187,17 @@ def test_export_json_describes_the_ir_as_the_onnx_graphs_are_described(ov_export
     onnx = {a["kind"]: a for a in json.loads((tmp_path / "export.json").read_text())["artifacts"]}
     manifest = json.loads((out / "export.json").read_text())
     arts = {a["path"]: a for a in manifest["artifacts"]}
-    assert sorted(arts) == ["model.int8.xml", "model.xml", "step.int8.xml", "step.xml", "stream.xml"]
-    stream = arts.pop("stream.xml")  # the stateful stream: frame in, logits out, the state held by OpenVINO
-    assert stream["inputs"] == onnx["step"]["inputs"][:1] and stream["outputs"] == onnx["step"]["outputs"][:1]
-    assert stream["state"]["variables"] == ["h", "c"] and "reset_state()" in stream["state"]["reset"]
+    assert sorted(arts) == [
+        "model.int8.xml", "model.xml", "step.int8.xml", "step.xml", "stream.int8.xml", "stream.xml"
+    ]  # fmt: skip
+    for name in ("stream.xml", "stream.int8.xml"):  # the stateful streams: frame in, logits out, the state inside
+        stream = arts.pop(name)
+        assert stream["kind"] == "stream" and stream["precision"] == ("int8" if ".int8." in name else "fp32")
+        assert stream["inputs"] == onnx["step"]["inputs"][:1] and stream["outputs"] == onnx["step"]["outputs"][:1]
+        assert stream["state"]["variables"] == ["h", "c"] and "reset_state()" in stream["state"]["reset"]
+    (q,) = stream["checks"]  # the int8 stream against the float32 stream
+    assert q["input"] == "8 real clips not used in calibration, streamed" and q["top1_agreement_with_fp32"] >= 0.75
+    assert stream["calibration"].endswith("(the int8 step's quantization, its state held in OpenVINO)")
     for path, a in arts.items():
         assert a["runtime"] == "openvino" and a["weights"] == path.replace(".xml", ".bin")
         assert a["precision"] == ("int8" if ".int8." in path else "fp32") and a["kind"] == onnx[a["kind"]]["kind"]

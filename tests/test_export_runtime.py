@@ -93,7 +93,7 @@ def test_shorter_clips_run_trimmed_to_their_lengths(tiny_run, exports, clips):
     [
         ("onnxruntime", "fp32", "step"),
         ("openvino", "fp32", "stream"),
-        ("openvino", "int8", "step"),
+        ("openvino", "int8", "stream"),
         ("onnxruntime", "int8", "step"),
     ],
 )

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-MODULES = ["test_export_int8.py", "test_export_openvino.py", "test_export_ov_stream.py", "test_export_runtime.py"]
+MODULES = [
+    "test_export_int8.py",
+    "test_export_openvino.py",
+    "test_export_ov_stream.py",
+    "test_export_runtime.py",
+    "test_export_runtime_stream.py",
+]
 
 
 def test_the_openvino_modules_pass_in_a_process_of_their_own():

@@ -35,11 +35,11 @@ def artifacts(
             for check in entry["checks"]:
                 check["tolerance"] = tol  # passed: max_abs_diff <= tolerance
         elif calibration:
-            entry["calibration"] = calibration + (
-                " streamed through the float32 step, the state carried from frame to frame"
-                if rep.kind.endswith("step")
-                else ""
-            )
+            streamed = " streamed through the float32 step, the state carried from frame to frame"
+            entry["calibration"] = calibration + {
+                "step": streamed,
+                "stream": streamed + " (the int8 step's quantization, its state held in OpenVINO)",
+            }.get(rep.kind.split()[1], "")
         entries.append(entry)
     return entries
 
@@ -133,6 +133,8 @@ def _stateful(model: CNNLSTM) -> dict[str, Any]:
         "held": "in the OpenVINO infer request, from call to call: feed one frame per call, read its logits",
         "reset": "InferRequest.reset_state() starts every stream over (h and c zeros); the batch N may change "
         "only after a reset",
+        "reset_one": "to start some streams over while the others go on, set their rows of every variable to zeros "
+        "(InferRequest.query_state(): h and c on axis 1, previous and started on axis 0)",
     }
 
 
@@ -155,4 +157,7 @@ def streaming(model: CNNLSTM) -> dict[str, Any]:
     }
     if "previous" in ins:
         d["start"] += "; previous = the stream's first frame itself (no motion yet)"
+    d["restart"] = "to start some streams over while the others go on: their rows of h and c zeros (axis 1)" + (
+        ", and their previous their next frame itself" if "previous" in ins else ""
+    )
     return d

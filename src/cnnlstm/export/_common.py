@@ -144,9 +144,11 @@ def quiet() -> contextlib.ExitStack:
     return stack
 
 
-def session(path: str | Path):
-    """An onnxruntime CPU session that logs errors only."""
+def session(path: str | Path, threads: int | None = None):
+    """An onnxruntime CPU session that logs errors only, on ``threads`` threads (None: onnxruntime's default)."""
     ort = require("onnxruntime", "export", "ONNX verification")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

@@ -75,7 +75,7 @@ def export_run(
         sample: clips for the int8 agreement (random ones where the run's data is gone).
         runtime: for ONNX, ``"onnxruntime"`` (``.onnx`` files) or ``"openvino"`` (OpenVINO IR ``.xml``/``.bin``,
             converted from the verified ONNX graphs and verified again in OpenVINO, and ``stream.xml``, the step
-            with its state held in OpenVINO; ``pip install 'cnnlstm[edge]'``).
+            with its state held in OpenVINO, with ``int8`` also ``stream.int8.xml``; ``pip install 'cnnlstm[edge]'``).
         calibration: clips for the int8 calibration.
     """
     _check_options(fmt, runtime, int8)
@@ -98,10 +98,25 @@ def export_run(
         calib, calib_kind = sample_clips(r, calibration, role="calibrate")
         clips, result.sample = sample_clips(r, sample, role="check")
         result.calibration = f"{len(calib)} {calib_kind} clips"
-        fp32 = [rep for rep in result.reports if not rep.kind.endswith("stream")]  # the stateful stream stays fp32
-        result.reports += [quantize_export(r.model, rep, calib, clips, folder, result.sample) for rep in fp32]
+        fp32 = [rep for rep in result.reports if not rep.kind.endswith("stream")]  # the stream: from the int8 step
+        int8 = [quantize_export(r.model, rep, calib, clips, folder, result.sample) for rep in fp32]
+        result.reports += int8 + _int8_stream(r.model, result.reports + int8, clips, folder, result.sample)
     result.bundle = write_bundle(r, folder, result.reports, TOL, no_step, result.calibration)
     return result
+
+
+def _int8_stream(
+    model: torch.nn.Module, reports: list[ExportReport], clips: torch.Tensor, folder: Path, sample: str
+) -> list[ExportReport]:
+    """OpenVINO: ``stream.int8.xml``, the int8 step made stateful as the float32 stream is, checked against it on
+    ``clips``; nothing for other runtimes, or without a stream."""
+    found = {(rep.kind, rep.precision): rep for rep in reports}
+    step, stream = found.get(("openvino step", "int8")), found.get(("openvino stream", "fp32"))
+    if step is None or stream is None:
+        return []
+    from .ov_stream import export_openvino_stream_int8
+
+    return [export_openvino_stream_int8(model, step.path, folder / "stream.int8.xml", stream.path, clips, sample)]
 
 
 def _check_options(fmt: str, runtime: str, int8: bool) -> None:

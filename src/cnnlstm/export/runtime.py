@@ -77,10 +77,18 @@ class RuntimeModel:
         runtime: ``"onnxruntime"`` or ``"openvino"``.
         precision: ``"fp32"``, ``"bf16"`` (OpenVINO only, on a CPU with native bfloat16) or ``"int8"``.
         run: the run folder, for the error messages' ``cnnlstm export`` command.
+        threads: the runtime's compute threads (None: its default, every core).
     """
 
-    def __init__(self, folder: str | Path, runtime: str, precision: str, run: str | Path | None = None):
-        self.folder, self.runtime, self.precision = Path(folder), runtime, precision
+    def __init__(
+        self,
+        folder: str | Path,
+        runtime: str,
+        precision: str,
+        run: str | Path | None = None,
+        threads: int | None = None,
+    ):
+        self.folder, self.runtime, self.precision, self.threads = Path(folder), runtime, precision, threads
         self._run = Path(run) if run is not None else None
         if precision == "bf16" and runtime != "openvino":
             raise ConfigError(f"bf16 runs in torch or openvino, not in {runtime}: use --precision fp32 or int8")
@@ -152,11 +160,13 @@ class RuntimeModel:
             if self.runtime == "onnxruntime":
                 from ._common import session
 
-                self._compiled[path] = session(path)
+                self._compiled[path] = session(path, self.threads)
             else:
                 ov = require("openvino", "edge", "running an OpenVINO IR")
-                hint = {"INFERENCE_PRECISION_HINT": _OV_HINT[self.precision]}
-                self._compiled[path] = ov.Core().compile_model(str(path), "CPU", hint)
+                config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _OV_HINT[self.precision]}
+                if self.threads:
+                    config["INFERENCE_NUM_THREADS"] = self.threads
+                self._compiled[path] = ov.Core().compile_model(str(path), "CPU", config)
         return self._compiled[path]
 
     def run(self, entry: dict[str, Any], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
