@@ -1,10 +1,13 @@
-"""Predict labels of new videos with a trained run, sampling them as the run was trained."""
+"""Predict labels of new videos with a trained run, sampling them as the run was trained; or of new series with a
+series run, normalised as it was trained."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..data.batch import collate_clips
 from ..data.datasets import VideoDataset, VideoItem, _try_probe
@@ -27,15 +30,20 @@ def predict(
     ``precision``, ``runtime`` and ``export``: as :func:`~cnnlstm.apps.evaluate.evaluate`'s (an exported graph
     in ONNX Runtime or OpenVINO instead of the PyTorch model).
 
+    For a series run, ``videos`` are series sources (``.npz``, ``.npy``, ``.csv``, ``aeon:NAME``'s test split; see
+    :func:`~cnnlstm.data.series_inputs.unlabelled_series`), each holding one or more series, each predicted.
+
     Returns:
-        One dict per video: ``{"path", "top": [{"label", "prob"}, ...]}``, or ``{"path", "error"}``
-        for a file that cannot be decoded.
+        One dict per video (per series): ``{"path", "top": [{"label", "prob"}, ...]}``, or ``{"path", "error"}``
+        for a file that cannot be decoded (a series that cannot be read).
     """
     from ..export.runtime import load_for_runtime
 
     r = load_for_runtime(run, runtime, precision, export)
-    spec = r.spec.for_scoring(sampling)
     k = max(1, min(topk, len(r.classes)))
+    if r.kind.modality == "series":
+        return [row for source in videos for row in _predict_series(r, source, k)]
+    spec = r.spec.for_scoring(sampling)
     results = []
     for v in videos:
         info, reason = _try_probe(str(v))
@@ -49,16 +57,41 @@ def predict(
             continue
         with r.model.autocast(r.precision):
             top = class_scores(r.model, batch)[0].topk(k)  # (classes,) -> k best
-        results.append(
-            {
-                "path": str(v),
-                "top": [
-                    {"label": r.classes[i], "prob": round(float(p), 4)}
-                    for p, i in zip(top.values.tolist(), top.indices.tolist())
-                ],
-            }
-        )
+        results.append({"path": str(v), "top": _top(r.classes, top)})
     return results
+
+
+def _top(classes: list[str], top: Any) -> list[dict[str, Any]]:
+    pairs = zip(top.values.tolist(), top.indices.tolist())
+    return [{"label": classes[i], "prob": round(float(p), 4)} for p, i in pairs]
+
+
+def _predict_series(r: Any, source: str | Path, k: int) -> list[dict[str, Any]]:
+    """Top-k of each series in ``source``; one error row where the source cannot be read or a series does not fit
+    the model (its features, or more steps than a fixed-length model takes)."""
+    from ..data.series_inputs import unlabelled_series
+    from ..errors import DataError
+
+    try:
+        xs, names = unlabelled_series(source)
+    except DataError as e:
+        return [{"path": str(source), "error": str(e)}]
+    fixed, norm, out = getattr(r.model, "fixed_steps", None), r.spec.normalizer, []
+    for x, name in zip(xs, names):
+        if x.shape[1] != r.spec.features:
+            out.append({"path": name, "error": f"{x.shape[1]} features, the run trained on {r.spec.features}"})
+            continue
+        if fixed is not None and len(x) > fixed:
+            out.append({"path": name, "error": f"{len(x)} steps: the model takes at most {fixed} (its longest "
+                        "training series; its RNN reads the series dimension-shuffled); crop it"})  # fmt: skip
+            continue
+        t = torch.zeros(1, max(len(x), fixed or 0), x.shape[1])
+        t[0, : len(x)] = torch.from_numpy(norm(x))
+        lengths = torch.tensor([len(x)]) if len(x) < t.shape[1] else None
+        with torch.inference_mode(), r.model.autocast(r.precision):
+            top = r.model(t, lengths).float().softmax(-1)[0].topk(k)  # (1, T, F) -> (classes,) -> k best
+        out.append({"path": name, "top": _top(r.classes, top)})
+    return out
 
 
 def prediction_lines(results: list[dict[str, Any]]) -> list[str]:

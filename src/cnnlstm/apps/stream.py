@@ -16,6 +16,16 @@ from ..run import Run, load_run
 __all__ = ["stream_video"]
 
 
+def check_streams_video(r: Any) -> None:
+    """Refuse a run that did not learn from videos, with what to do instead."""
+    if r.kind.modality != "video":
+        raise ConfigError(
+            f"{r.path} learnt {r.kind}: stream reads video files frame by frame. For a series, step a causal model "
+            "in Python (CNNLSTM.from_pretrained(RUN).stream().step(x), x (N, F) one step); `cnnlstm predict RUN "
+            "FILE` classifies whole series"
+        )
+
+
 def stream_video(
     run: str | Path | Run,
     video: str | Path,
@@ -41,6 +51,7 @@ def stream_video(
     from ..export.runtime import ran_on
 
     r = run if isinstance(run, Run) else load_run(run)
+    check_streams_video(r)
     if stride < 1:
         raise ConfigError(f"stride must be a positive number of frames, got {stride}")
     streamer = r.model.stream()

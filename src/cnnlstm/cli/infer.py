@@ -169,11 +169,12 @@ def demo(out, data, epochs, seed, compare_bridges, precision) -> None:
 def stream(run, video, stride, every, plot, runtime, precision, export_dir) -> None:
     """Stream VIDEO frame by frame through RUN's model, carrying the RNN state; plot class probabilities over time."""
     from ..apps.plots import plot_timeline
-    from ..apps.stream import stream_video
+    from ..apps.stream import check_streams_video, stream_video
     from ..data.video import probe
     from ..export.runtime import load_for_runtime
 
     r = load_for_runtime(run, runtime, precision, export_dir)
+    check_streams_video(r)
     info = probe(video)
 
     def show(i: int, p) -> None:

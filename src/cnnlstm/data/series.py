@@ -145,8 +145,9 @@ def _aeon(name: str, split: str) -> tuple[list[np.ndarray], list[str]]:
     return series, [str(v) for v in y]
 
 
-def _csv(path: Path) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """The series, their labels and where each one is (``line N`` of a wide CSV, ``id X`` of a long one)."""
+def _csv(path: Path, labelled: bool = True) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """The series, their labels (empty where ``labelled`` is False and the CSV has none) and where each one is
+    (``line N`` of a wide CSV, ``id X`` of a long one)."""
     with path.open(newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f, restkey="__extra__"))
     if not rows:
@@ -160,6 +161,9 @@ def _csv(path: Path) -> tuple[list[np.ndarray], list[str], list[str]]:
         if not (r.get("label") or "").strip() and "label" in r:
             raise DataError(f"{path} line {line}: empty label")
     cols = list(rows[0])
+    if not labelled and "label" not in cols:
+        rows = [{"label": "", **r} for r in rows]
+        cols = list(rows[0])
     if "label" not in cols:
         raise DataError(
             f"{path}: a series CSV needs a 'label' column (long format: id,label,feature...; "
