@@ -8,13 +8,13 @@ from cnnlstm.errors import ConfigError, ShapeError
 
 
 def test_presets_are_fresh_copies():
-    a = preset("series")
+    a = preset("conv1d-bilstm")
     a["backbone_options"]["channels"] = (1,)
-    assert preset("series")["backbone_options"]["channels"] == (64, 64, 64)
+    assert preset("conv1d-bilstm")["backbone_options"]["channels"] == (64, 64, 64)
 
 
 def test_unknown_preset_lists_the_names():
-    with pytest.raises(ConfigError, match="unknown model preset 'big': expected one of video, series, forecast"):
+    with pytest.raises(ConfigError, match="unknown model preset 'big': expected one of video, series, conv1d-bilstm"):
         preset("big")
 
 

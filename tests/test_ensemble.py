@@ -100,7 +100,11 @@ def test_an_ensemble_run_trains_its_members_and_is_one_model_for_evaluate_and_ex
     from cnnlstm.tasks.classify import fit_series
 
     data = _series_npz(tmp_path / "s.npz")
-    model = {"backbone_options": {"channels": (4,), "kernel_size": 3, "pool": 1}, "hidden_size": 6}
+    model = {
+        "backbone": "conv1d",
+        "backbone_options": {"channels": (4,), "kernel_size": 3, "pool": 1},
+        "hidden_size": 6,
+    }
     opts = TrainOptions(epochs=2, batch_size=4, val_fraction=0, ensemble=2, seed=3, progress=False)
     summary = fit_series(data, tmp_path / "run", model, opts)
     assert [m["seed"] for m in summary.members] == [3, 4]
@@ -123,7 +127,11 @@ def test_an_ensemble_resumes_with_its_finished_members_kept(tmp_path):
     from cnnlstm.tasks.classify import fit_series
 
     data = _series_npz(tmp_path / "s.npz")
-    model = {"backbone_options": {"channels": (4,), "kernel_size": 3, "pool": 1}, "hidden_size": 6}
+    model = {
+        "backbone": "conv1d",
+        "backbone_options": {"channels": (4,), "kernel_size": 3, "pool": 1},
+        "hidden_size": 6,
+    }
     opts = TrainOptions(epochs=1, batch_size=4, val_fraction=0, ensemble=2, progress=False)
     fit_series(data, tmp_path / "run", model, opts)
     weights = (tmp_path / "run" / "members" / "0" / "model.safetensors").read_bytes()

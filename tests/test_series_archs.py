@@ -198,20 +198,26 @@ def test_presets(name):
     assert cl.infer(m, (2, 24, 2)) == (2, 3)
     assert m.parallel == name.endswith("lstm-fcn") and shuffled == name.endswith("lstm-fcn")
     assert (len(getattr(m.backbone, "se", ())) == 2) == (name == "mlstm-fcn")
-    assert PRESETS["series"]["backbone"] == "conv1d"  # the default is chosen later, by measurement
+    # the series default (chosen on six sets) is LSTM-FCN reading T steps of F: any length, no fixed T
+    series = preset("series")
+    assert series["arrangement"] == "parallel" and not series["arrangement_options"]["dimension_shuffle"]
 
 
 def test_model_options_reach_the_model():
     kw = model_kwargs("lstm-fcn", ModelOptions(dimension_shuffle=False, arm_dropout=0.3, se=True))
     assert kw["arrangement_options"] == {"dimension_shuffle": False, "dropout": 0.3}
     assert kw["backbone_options"] == {"se": True}
-    kw = model_kwargs("series", ModelOptions(backbone="fcn", arrangement="parallel"))
+    kw = model_kwargs("conv1d-bilstm", ModelOptions(backbone="fcn", arrangement="parallel"))
     assert kw["arrangement"] == "parallel" and "arrangement_options" not in kw
-    assert kw["backbone_options"] == {}  # the series preset's are conv1d's (dilated, pool): not the FCN's
-    assert preset("series", **kw)["backbone_options"] == {}  # as the training entry merges them
+    assert kw["backbone_options"] == {}  # the preset's are conv1d's (dilated, pool): not the FCN's
+    assert preset("conv1d-bilstm", **kw)["backbone_options"] == {}  # as the training entry merges them
+    kw = model_kwargs("series", ModelOptions(arrangement="sequential"))  # the default's FCN, the LSTM after it
+    assert kw["arrangement"] == "sequential" and kw["arrangement_options"] == {} and kw["backbone"] == "fcn"
+    kw = model_kwargs("series", ModelOptions(causal=True))  # a streaming series model is the conv1d one's
+    assert kw["backbone"] == "conv1d" and kw["backbone_options"]["causal"] and kw["head"] == "last"
     kw = model_kwargs("series", ModelOptions(backbone="resnet1d", backbone_channels=(8, 8)))
     assert kw["backbone_options"] == {"channels": (8, 8)}
-    assert model_kwargs("series", ModelOptions(kernel_size=3))["backbone_options"]["dilated"]  # same backbone: kept
+    assert model_kwargs("conv1d-bilstm", ModelOptions(kernel_size=3))["backbone_options"]["dilated"]  # kept
     kw = model_kwargs("mlstm-fcn", ModelOptions(arrangement="sequential"))
     assert kw["arrangement_options"] == {} and kw["backbone_options"] == {"se": True}
     m = CNNLSTM(**model_kwargs("fcn", ModelOptions(arrangement="parallel", head="last", bidirectional=False)),

@@ -28,8 +28,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the library's defaults for clips (chosen on bench/video_suite.py): small CNN over each frame and its
     # difference from the one before, grid bridge (keeps where things move), LSTM 256
     "video": {"bridge": "grid", "motion": "stack"},
-    # dilated conv1d, time max-pooled by 4, bidirectional LSTM, mean over steps (docs/series-accuracy.md)
+    # the series default, chosen on six UCR/UEA sets (docs/series-accuracy.md): LSTM-FCN (Karim et al. 2017) whose
+    # LSTM 128 reads the series' T steps of F features (no dimension shuffle, so any length, masked), its last
+    # valid state with dropout 0.8 joined with the FCN's (128-256-128, kernels 8-5-3) mean over valid steps
     "series": {
+        "backbone": "fcn",
+        "bridge": "none",
+        "arrangement": "parallel",
+        "arrangement_options": {"dimension_shuffle": False, "dropout": 0.8},
+        "hidden_size": 128,
+        "head": "last",
+    },
+    # the series default before issue 18: dilated conv1d, time max-pooled by 4, bidirectional LSTM, mean over
+    # steps; a causal, streaming series model starts from it (``causal=True``)
+    "conv1d-bilstm": {
         "backbone": "conv1d",
         "backbone_options": {"channels": (64, 64, 64), "kernel_size": 7, "dilated": True, "pool": 4},
         "bridge": "none",
@@ -87,15 +99,16 @@ def preset(name: str, **overrides: Any) -> dict[str, Any]:
     """A fresh copy of preset ``name`` with ``overrides`` replacing its keys.
 
     The preset's ``backbone_options`` are its own backbone's: another ``backbone`` given without options of its
-    own starts from none.
+    own starts from none (``arrangement_options`` likewise).
 
     >>> preset("series", backbone="fcn").get("backbone_options")
     """
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r}: expected one of {', '.join(PRESETS)}")
     kw = {**copy.deepcopy(PRESETS[name]), **overrides}
-    if kw.get("backbone") != PRESETS[name].get("backbone") and "backbone_options" not in overrides:
-        kw.pop("backbone_options", None)
+    for key in ("backbone", "arrangement"):
+        if kw.get(key) != PRESETS[name].get(key) and f"{key}_options" not in overrides:
+            kw.pop(f"{key}_options", None)
     return kw
 
 
@@ -104,8 +117,8 @@ class ModelOptions:
     """Model choices a user gives; None keeps the preset's (or :class:`~cnnlstm.CNNLSTM`'s) own.
 
     Attributes:
-        preset: start from this named model (series: fcn, resnet, inception, lstm-fcn, mlstm-fcn) in place of the
-            task's own; the other options given change it.
+        preset: start from this named model (series: fcn, resnet, inception, lstm-fcn, mlstm-fcn, conv1d-bilstm)
+            in place of the task's own; the other options given change it.
         backbone: small | conv1d | fcn | resnet1d | inception1d | torchvision:NAME | timm:NAME.
         backbone_channels: channels of the backbone's blocks, e.g. 16,32,64.
         bridge: how feature maps become a sequence (default: videos grid, series none).
@@ -116,9 +129,9 @@ class ModelOptions:
         bidirectional: a bidirectional RNN (series default: on, unless causal).
         head: how the RNN's steps become one output (default last; series mean).
         dropout: between RNN layers and before the classifier.
-        kernel_size: series: conv1d kernel size.
-        causal: series: a model that can stream (causal convolutions, no pooling, one-way RNN).
-        pool: series: max-pool time by this factor before the RNN.
+        kernel_size: series: conv1d kernel size (given alone, the series model is conv1d-bilstm's).
+        causal: series: a model that can stream (conv1d-bilstm's, with causal convolutions, no pooling, one-way RNN).
+        pool: series: max-pool time by this factor before the RNN (conv1d-bilstm's).
         motion: videos: frame differences in front of the CNN: none, diff (alone) or stack (beside the frames; default).
         rnn_kernel_size: ConvLSTM: the kernel size of its gates' convolution (default 3).
         arrangement: series: sequential (the RNN after the CNN) or parallel (LSTM-FCN: the RNN beside it, on the
@@ -174,6 +187,7 @@ _BACKBONE = {
     "causal": "causal",
     "se": "se",
 }
+_CONV1D = ("causal", "kernel_size", "pool")  # options only the conv1d series backbone takes
 _ARRANGEMENT = {"dimension_shuffle": "dimension_shuffle", "arm_dropout": "dropout"}
 
 
@@ -191,6 +205,8 @@ def model_kwargs(name: str, options: ModelOptions | None = None) -> dict[str, An
     """
     given = (options or ModelOptions()).given()
     name = given.pop("preset", name)
+    if name == "series" and "backbone" not in given and any(k in given for k in _CONV1D):
+        name = "conv1d-bilstm"  # causal streaming, a kernel size or pooling: the conv1d series model's options
     kw = preset(name, **{k: given[k] for k in _TOP if k in given})
     # a preset's backbone options are its own backbone's, its arrangement options the parallel arrangement's:
     # another backbone (or arrangement) given starts from none
@@ -212,8 +228,10 @@ def model_kwargs(name: str, options: ModelOptions | None = None) -> dict[str, An
     if "grid_k" in given and kw.get("bridge", "gap") == "grid":
         kw["bridge_options"] = {"k": given["grid_k"]}
     arrangement.update({_ARRANGEMENT[k]: given[k] for k in _ARRANGEMENT if k in given})
-    if arrangement or "arrangement_options" in PRESETS[name]:
-        kw["arrangement_options"] = arrangement
+    # every key a task's preset holds is set, so that merging these into it (the training entry does) changes
+    # nothing: a sequential model gets no parallel options
+    kw.setdefault("arrangement", "sequential")
+    kw["arrangement_options"] = arrangement
     if "rnn_kernel_size" in given:
         kw["rnn_options"] = {**kw.get("rnn_options", {}), "kernel_size": given["rnn_kernel_size"]}
     return kw

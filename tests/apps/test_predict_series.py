@@ -25,7 +25,11 @@ def series_run(tmp_path_factory):
         + np.where(y == "up", 1.0, -1.0)[:, None, None] * np.linspace(0, 1, 12)[None, :, None]
     )
     np.savez(tmp / "s.npz", x_train=x, y_train=y, x_test=x[:5], y_test=y[:5])
-    model = {"backbone_options": {"channels": (4,), "kernel_size": 3, "pool": 1}, "hidden_size": 4}
+    model = {
+        "backbone": "conv1d",
+        "backbone_options": {"channels": (4,), "kernel_size": 3, "pool": 1},
+        "hidden_size": 4,
+    }
     fit_series(tmp / "s.npz", tmp / "run", model, TrainOptions(epochs=3, batch_size=4, val_fraction=0, progress=False))
     return tmp, x
 

@@ -441,7 +441,7 @@ def invoke(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-TINY = ("--epochs", "2", "--batch-size", "8", "--hidden-size", "16", "--backbone-channels", "8,8")
+TINY = ("--epochs", "2", "--batch-size", "8", "--hidden-size", "16", "--backbone-channels", "4,8,4")
 
 
 @pytest.fixture(scope="module")
@@ -488,8 +488,8 @@ def test_train_on_a_shipped_set_writes_a_series_run(basic_motions_run):
     assert run["train_series"] == 40 and run["val_series"] == 0 and run["epochs"] == 2
     assert run["best_val_acc"] is None
     model = run["model"]
-    assert model["backbone"] == "conv1d" and model["hidden_size"] == 16
-    assert tuple(model["backbone_options"]["channels"]) == (8, 8)
+    assert model["backbone"] == "fcn" and model["arrangement"] == "parallel" and model["hidden_size"] == 16
+    assert tuple(model["backbone_options"]["channels"]) == (4, 8, 4)
 
 
 @pytest.mark.slow
@@ -538,7 +538,7 @@ def test_npz_without_val_fraction_trains_on_the_whole_split(tmp_path):
     path = split_npz(tmp_path / "my_series.npz")
     out = tmp_path / "run"
     result = invoke(
-        "train", str(path), "--out", str(out), "--epochs", "1", "--hidden-size", "8", "--backbone-channels", "4"
+        "train", str(path), "--out", str(out), "--epochs", "1", "--hidden-size", "8", "--backbone-channels", "4,4,4"
     )
     assert result.exit_code == 0, result.output
     run = json.loads((out / "run.json").read_text())

@@ -52,6 +52,7 @@ def _print_summary(summary, out) -> None:
         "schedule": "(videos; series and forecast: cosine)",
         "patience": "(videos; series and forecast: 0)",
         "min_epochs": "(videos)",
+        "max_time": "(series: 10m, unless --epochs is given)",
         "augment": "On for videos.",
     },
     shown={k: v for k, v in VIDEO_TRAINING.items() if not isinstance(v, bool)},
@@ -63,8 +64,8 @@ def train(data, out, task, horizon, lookback, **kw) -> None:
 
     Videos: ROOT/CLASS/*.mp4, ROOT/train|val|test/CLASS/*, or a CSV manifest path,label[,start,end].
     Series: aeon:NAME (a UCR/UEA set aeon ships), file.npz (x, y), file.npy (+ file_labels.npy), or a
-    CSV (long: id,label,features...; wide: label,v0,v1,...). Series use a conv1d backbone and train on
-    the whole training split unless --val-fraction is given.
+    CSV (long: id,label,features...; wide: label,v0,v1,...). Series train LSTM-FCN (an FCN beside an LSTM) on
+    the whole training split unless --val-fraction is given, 300 epochs fitted into 10 minutes.
     """
     from ..tasks.entry import train as fit
 

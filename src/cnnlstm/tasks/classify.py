@@ -23,6 +23,7 @@ from .options import VIDEO_TRAINING, TrainOptions
 
 __all__ = [
     "MIN_PER_CLASS",
+    "SERIES_BUDGET",
     "SERIES_EPOCHS",
     "SERIES_TRAINING",
     "ClassifyModule",
@@ -35,7 +36,9 @@ MIN_PER_CLASS = 2  # readable training videos a class needs: one to learn from, 
 
 SERIES_EPOCHS = 300
 # small UCR-style training sets: many passes, all of the training split trains, the lowest training loss is kept
-SERIES_TRAINING = {"epochs": SERIES_EPOCHS, "val_fraction": 0.0}
+SERIES_BUDGET = "10m"
+# ... within a 10-minute budget: where 300 epochs would take longer, the cosine is fitted to the epochs that fit
+SERIES_TRAINING = {"epochs": SERIES_EPOCHS, "val_fraction": 0.0, "max_time": SERIES_BUDGET}
 
 
 class ClassifyModule(TaskModule):

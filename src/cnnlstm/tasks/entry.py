@@ -60,7 +60,10 @@ def train(
     if is_series_source(data):
         from .classify import SERIES_TRAINING, fit_series
 
-        return fit_series(data, out, model_kwargs("series", model), TrainOptions(**{**SERIES_TRAINING, **given}))
+        defaults = dict(SERIES_TRAINING)
+        if "epochs" in given:  # epochs asked for are trained: the default time budget gives way (--max-time not)
+            defaults.pop("max_time")
+        return fit_series(data, out, model_kwargs("series", model), TrainOptions(**{**defaults, **given}))
     path = Path(data)
     if not path.exists():
         raise DataError(f"{str(data)!r} does not exist ({_SOURCES})")
