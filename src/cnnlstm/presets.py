@@ -6,7 +6,7 @@ preset holds only the choices of architecture. Options given by a user replace a
 (``backbone_options`` as a whole in :func:`preset`, key by key in :func:`model_kwargs`).
 
 >>> preset("series")["backbone"]
-'conv1d'
+'fcn'
 >>> preset("video", hidden_size=32)["hidden_size"]
 32
 """
@@ -101,7 +101,7 @@ def preset(name: str, **overrides: Any) -> dict[str, Any]:
     The preset's ``backbone_options`` are its own backbone's: another ``backbone`` given without options of its
     own starts from none (``arrangement_options`` likewise).
 
-    >>> preset("series", backbone="fcn").get("backbone_options")
+    >>> preset("conv1d-bilstm", backbone="fcn").get("backbone_options")
     """
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r}: expected one of {', '.join(PRESETS)}")
