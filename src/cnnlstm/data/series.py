@@ -146,8 +146,7 @@ def _aeon(name: str, split: str) -> tuple[list[np.ndarray], list[str]]:
 
 
 def _csv(path: Path, labelled: bool = True) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """The series, their labels (empty where ``labelled`` is False and the CSV has none) and where each one is
-    (``line N`` of a wide CSV, ``id X`` of a long one)."""
+    """The series, their labels ('' where unlabelled and none given), where each is (line N, or id X)."""
     with path.open(newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f, restkey="__extra__"))
     if not rows:
@@ -162,8 +161,7 @@ def _csv(path: Path, labelled: bool = True) -> tuple[list[np.ndarray], list[str]
             raise DataError(f"{path} line {line}: empty label")
     cols = list(rows[0])
     if not labelled and "label" not in cols:
-        rows = [{"label": "", **r} for r in rows]
-        cols = list(rows[0])
+        rows, cols = [{"label": "", **r} for r in rows], ["label", *cols]
     if "label" not in cols:
         raise DataError(
             f"{path}: a series CSV needs a 'label' column (long format: id,label,feature...; "
@@ -270,11 +268,8 @@ def load_series(source: str | Path, split: str | None = "train", classes: list[s
             x, raw, names = _csv(path)
         else:
             raise DataError(f"{path}: series are read from .npz, .npy or .csv, not {path.suffix}")
-    raw = (
-        list(np.asarray(raw).reshape(len(raw), -1)[:, 0])
-        if np.asarray(raw).ndim == 2 and np.asarray(raw).shape[1:] == (1,)
-        else raw
-    )
+    if np.asarray(raw).ndim == 2 and np.asarray(raw).shape[1:] == (1,):  # (N, 1) labels
+        raw = list(np.asarray(raw).reshape(len(raw), -1)[:, 0])
     if np.asarray(raw).ndim > 1:
         raise DataError(f"{s}: labels must be one per series, (N,), got shape {np.asarray(raw).shape}")
     if len(x) != len(raw):
