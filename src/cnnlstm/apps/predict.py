@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..data.batch import collate_clips
@@ -69,6 +70,8 @@ def _top(classes: list[str], top: Any) -> list[dict[str, Any]]:
 def _predict_series(r: Any, source: str | Path, k: int) -> list[dict[str, Any]]:
     """Top-k of each series in ``source``; one error row where the source cannot be read or a series does not fit
     the model (its features, or more steps than a fixed-length model takes)."""
+    from ..data.batch import series_loader
+    from ..data.series import SeriesDataset, SeriesSet
     from ..data.series_inputs import unlabelled_series
     from ..errors import DataError
 
@@ -76,21 +79,27 @@ def _predict_series(r: Any, source: str | Path, k: int) -> list[dict[str, Any]]:
         xs, names = unlabelled_series(source)
     except DataError as e:
         return [{"path": str(source), "error": str(e)}]
-    fixed, norm, out = getattr(r.model, "fixed_steps", None), r.spec.normalizer, []
+    fixed, out, ok = getattr(r.model, "fixed_steps", None), [], []
     for x, name in zip(xs, names):
         if x.shape[1] != r.spec.features:
             out.append({"path": name, "error": f"{x.shape[1]} features, the run trained on {r.spec.features}"})
-            continue
-        if fixed is not None and len(x) > fixed:
+        elif fixed is not None and len(x) > fixed:
             out.append({"path": name, "error": f"{len(x)} steps: the model takes at most {fixed} (its longest "
                         "training series; its RNN reads the series dimension-shuffled); crop it"})  # fmt: skip
-            continue
-        t = torch.zeros(1, max(len(x), fixed or 0), x.shape[1])
-        t[0, : len(x)] = torch.from_numpy(norm(x))
-        lengths = torch.tensor([len(x)]) if len(x) < t.shape[1] else None
-        with torch.inference_mode(), r.model.autocast(r.precision):
-            top = r.model(t, lengths).float().softmax(-1)[0].topk(k)  # (1, T, F) -> (classes,) -> k best
-        out.append({"path": name, "top": _top(r.classes, top)})
+        else:
+            out.append({"path": name})
+            ok.append(x)
+    if not ok:
+        return out
+    # normalised, padded (to a fixed-length model's T) and batched as evaluate does
+    ds = SeriesDataset(SeriesSet(ok, np.zeros(len(ok), dtype=np.int64), r.classes, str(source)), r.spec.normalizer)
+    probs = []
+    with torch.inference_mode(), r.model.autocast(r.precision):
+        for b in series_loader(ds, 64, pad_to=fixed):
+            probs += list(r.model(b["series"], b["lengths"]).float().softmax(-1))  # (N, T, F) -> (N, classes)
+    rows = iter(row for row in out if "error" not in row)
+    for row, p in zip(rows, probs):
+        row["top"] = _top(r.classes, p.topk(k))
     return out
 
 

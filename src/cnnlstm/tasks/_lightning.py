@@ -272,8 +272,8 @@ def _stop_reason(trainer, opts: TrainOptions) -> str:
     if early is not None and early.stopped_epoch > 0:
         return f"the validation loss did not improve for {opts.patience} epochs"
     budget = next((c for c in trainer.callbacks if isinstance(c, CosineBudget)), None)
-    if budget is not None and budget.reason(opts.max_time, opts.epochs):
-        return budget.reason(opts.max_time, opts.epochs)
+    if budget is not None and (why := budget.reason(opts.max_time, opts.epochs)):
+        return why
     timer = next((c for c in trainer.callbacks if isinstance(c, L.callbacks.Timer)), None)
     if opts.max_time and timer is not None and timer.time_remaining() is not None and timer.time_remaining() <= 0:
         return f"the time budget ({opts.max_time}) ran out"
