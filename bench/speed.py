@@ -61,6 +61,10 @@ def build(impl: str):
 
         return CNNLSTM(input_shape=(16, 3, 112, 112), num_classes=10)
     cnn, lstm, fc, _ = plain_modules()
+    if impl == "user-seq":  # a user's own nn.Sequential backbone handed to the library (issue 20)
+        from cnnlstm import CNNLSTM
+
+        return CNNLSTM(input_shape=(16, 3, 112, 112), num_classes=10, backbone=cnn)
 
     class Folded(nn.Module):
         def __init__(self):
@@ -114,8 +118,16 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
     bf16 = impl.endswith("-bf16")  # the opt-in lower-precision path: bfloat16 autocast (Lightning's bf16-mixed)
-    model = build("cnnlstm" if impl.startswith("cnnlstm") else impl)  # the -first/-cmd/-bf16 rows: how it runs
+    if impl == "user-seq-tuned":  # the documented opt-in call, first thing in the user's script
+        import cnnlstm
+
+        if not cnnlstm.tune_malloc():
+            raise SystemExit("cnnlstm.tune_malloc() changed nothing in this process")
+    base = "user-seq" if impl.startswith("user-seq") else "cnnlstm" if impl.startswith("cnnlstm") else impl
+    model = build(base)  # the -first/-cmd/-bf16/-tuned/-run rows: the same model, run another way
     cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()  # the -bf16 rows
+    if impl.endswith("-auto"):  # precision="auto": bfloat16 where this CPU computes it natively, else float32
+        cast = model.autocast("auto")
     x = torch.randn(batch, 16, 3, 112, 112)
     y = torch.zeros(batch, dtype=torch.long)
     if what == "infer":
@@ -228,6 +240,8 @@ def _measure(impl: str, what: str, batch: int, kpy: Path | None) -> dict | None:
     n, warm = (TIMED_INFER, WARM_INFER) if what == "infer" else (TIMED_TRAIN, WARM_TRAIN)
     if impl == "keras-tf":
         cmd = [str(kpy), str(HERE / "_keras_ref.py"), what, str(batch), str(n), str(warm)]
+    elif impl == "user-seq-run":  # the user's script through the launcher: `cnnlstm run script.py ...`
+        cmd = [sys.executable, "-m", "cnnlstm.cli", "run", __file__, "--child", impl, what, str(batch), str(n)]
     else:
         cmd = [sys.executable, __file__, "--child", impl, what, str(batch), str(n)]
     # every row starts from the same environment, without allocator settings of the shell that runs this
@@ -249,7 +263,8 @@ def _measure(impl: str, what: str, batch: int, kpy: Path | None) -> dict | None:
     if out.returncode:
         print(f"{impl} {what} batch {batch} failed: {out.stderr[-500:]}")
         return None
-    return {**json.loads(out.stdout.strip().splitlines()[-1]), "allocator": env.get("CNNLSTM_MALLOC", "default")}
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"allocator": env.get("CNNLSTM_MALLOC", "default"), **got}
 
 
 def main() -> None:
@@ -278,12 +293,17 @@ def main() -> None:
         "cnnlstm-first",
         "cnnlstm-cmd",
         "cnnlstm-cmd-glibc",
+        "user-seq",
+        "user-seq-tuned",
+        "user-seq-run",
         "plain-folded",
         "plain-loop",
         "conv-ceiling",
     ]
     if args.bf16 or "cnnlstm-cmd-bf16" in (args.impls or ""):
         impls.append("cnnlstm-cmd-bf16")
+    if args.bf16 or "cnnlstm-cmd-auto" in (args.impls or ""):
+        impls.append("cnnlstm-cmd-auto")  # inference only: precision="auto" is an inference setting
     kpy = None if args.no_keras else keras_python()
     if kpy:
         impls.append("keras-tf")
@@ -293,7 +313,8 @@ def main() -> None:
     for batch in [int(b) for b in args.batches.split(",")]:
         for what in ("infer", "train"):
             reps = args.repeats if what == "infer" else max(2, args.repeats // 2)
-            todo = [i for i in impls if what == "infer" or i != "conv-ceiling"]  # the ceiling is for inference
+            # the ceiling and precision="auto" are for inference
+            todo = [i for i in impls if what == "infer" or i not in ("conv-ceiling", "cnnlstm-cmd-auto")]
             got: dict[str, list[dict]] = {impl: [] for impl in todo}
             # interleaved: round r times each implementation once, in a fresh process (warmed up, then timed
             # steps), starting one place further each round, so a slow spell of the machine spreads over all

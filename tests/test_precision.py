@@ -86,3 +86,30 @@ def test_deprecated_set_precision_still_infers_in_bf16_and_leaves_training_alone
     assert torch.equal(m(x), train_ref)  # at inference only, as before
     with pytest.raises(ConfigError, match="expected one of 32, bf16"), pytest.warns(DeprecationWarning):
         m.set_precision("fp8")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, native):
+    import cnnlstm.model as model_module
+
+    monkeypatch.setattr(model_module, "bf16_supported", lambda: native)
+    assert model_module.resolve_precision("auto") == ("bf16" if native else "32")
+    assert model_module.resolve_precision("auto", "cuda") == "32"  # the CPU's answer only for the CPU
+    assert model_module.resolve_precision("bf16") == "bf16" and model_module.resolve_precision("32") == "32"
+    m = _model(head="frames").eval()
+    x = torch.randn(1, 3, 3, 32, 32)
+    with torch.inference_mode():
+        with m.autocast("auto"):
+            got = m(x)
+        with m.autocast("bf16" if native else "32"):
+            want = m(x)
+    assert torch.equal(got, want)
+
+
+def test_a_run_loaded_with_auto_says_which_precision_it_chose(tiny_run, monkeypatch):
+    import cnnlstm.model as model_module
+    from cnnlstm.export.runtime import load_for_runtime, ran_on
+
+    for native, want in ((False, "torch 32"), (True, "torch bf16")):
+        monkeypatch.setattr(model_module, "bf16_supported", lambda native=native: native)
+        assert ran_on(load_for_runtime(tiny_run[0], "torch", "auto")) == want

@@ -6,6 +6,7 @@
 torch.Size([8, 10])
 """
 
+from ._fast.alloc import tune_malloc
 from .backbones import BACKBONES, Conv1dBackbone, SmallCNN, build_backbone, register_backbone
 from .errors import CnnlstmError, ConfigError, MissingDependencyError, ShapeError
 from .layers import (
@@ -81,4 +82,5 @@ __all__ = [
     "register_bridge",
     "register_head",
     "to_canonical",
+    "tune_malloc",
 ]

@@ -26,9 +26,11 @@ from .shapes import format_shape as _fmt
 from .shapes import shape_guard
 from .shapes.rules import takes_lengths
 
-__all__ = ["CNNLSTM", "PRECISIONS", "CNNLSTMConfig", "bf16_supported", "check_precision"]
+__all__ = ["CNNLSTM", "PRECISIONS", "CNNLSTMConfig", "bf16_supported", "check_precision", "resolve_precision"]
 
-PRECISIONS = ("32", "bf16")  # inference: float32, or bfloat16 autocast (training's words, cnnlstm.tasks, add "16")
+# inference: float32, bfloat16 autocast, or auto: bfloat16 where the CPU computes it natively (training's words,
+# cnnlstm.tasks, add "16")
+PRECISIONS = ("32", "bf16", "auto")
 
 
 def bf16_supported() -> bool:
@@ -44,6 +46,19 @@ def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     return precision
+
+
+def resolve_precision(precision: str, device_type: str = "cpu") -> str:
+    """``"32"`` or ``"bf16"`` for ``precision``: ``"auto"`` is bfloat16 on a CPU that computes it natively
+    (:func:`bf16_supported`, as OpenVINO's CPU plugin chooses by default) and float32 elsewhere (other devices
+    included); the others are themselves.
+
+    >>> resolve_precision("32")
+    '32'
+    """
+    if check_precision(precision) != "auto":
+        return precision
+    return "bf16" if device_type == "cpu" and bf16_supported() else "32"
 
 
 # the precision the innermost `with model.autocast(...)` chose, which wins over set_precision's (deprecated) choice
@@ -195,7 +210,8 @@ class CNNLSTM(nn.Module):
     # ------------------------------------------------------------------ running
 
     def autocast(self, precision: str = "bf16") -> contextlib.AbstractContextManager:
-        """Run what the ``with`` block calls in ``precision``: ``"32"`` (float32) or ``"bf16"`` (bfloat16).
+        """Run what the ``with`` block calls in ``precision``: ``"32"`` (float32), ``"bf16"`` (bfloat16) or
+        ``"auto"`` (bfloat16 on a CPU that computes it natively, float32 elsewhere: :func:`resolve_precision`).
 
         Chosen where inference is called, never stored in the model: with ``"bf16"`` the convolutions,
         matrix products and the RNN run in bfloat16 (autocast on the model's device); outputs come back as
@@ -208,12 +224,13 @@ class CNNLSTM(nn.Module):
         ...     m(torch.zeros(1, 4, 3, 32, 32)).dtype
         torch.float32
         """
-        if check_precision(precision) == "bf16" and not bf16_supported():
+        device = next(self.parameters()).device.type
+        if check_precision(precision) == "bf16" and device == "cpu" and not bf16_supported():
             warnings.warn(
                 "this CPU has no native bfloat16 (AVX512-BF16/AMX): bf16 will be emulated and slower than float32",
                 stacklevel=2,
             )
-        return _autocast(precision, next(self.parameters()).device.type)
+        return _autocast(resolve_precision(precision, device), device)
 
     def set_precision(self, precision: str) -> CNNLSTM:
         """Deprecated: choose the precision where inference runs, ``with model.autocast("bf16"):``.

@@ -115,3 +115,88 @@ def test_mimalloc_library_is_only_a_path_ld_preload_can_take(tmp_path, monkeypat
 
     monkeypatch.setattr(importlib.metadata, "files", lambda dist: [Entry()])
     assert alloc.mimalloc_library() == (str(lib) if found else None)
+
+
+_FAULTS = """
+import json, resource, sys, torch, cnnlstm
+tuned = cnnlstm.tune_malloc() if sys.argv[1] == "tune" else None
+def faults():
+    for _ in range(3):  # 128 MiB, written and freed: glibc maps and unmaps it each time unless tuned
+        torch.empty(32 << 20).fill_(1.0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        torch.empty(32 << 20).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(json.dumps({"tuned": tuned, "faults": faults()}))
+"""
+
+
+def _faults(*args: str, **env: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS, *args], capture_output=True, text=True, env=_clean_env(**env), check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_tune_malloc_keeps_freed_memory_for_the_next_allocation():
+    plain, tuned = _faults("plain"), _faults("tune")
+    assert tuned["tuned"] is True
+    assert plain["faults"] > 3 * 20000  # 3 x 128 MiB faulted in again, 4 KiB (or 2 MiB) pages at a time
+    assert tuned["faults"] < plain["faults"] / 20
+    # the user's own settings stand: nothing changed, and it says so
+    assert _faults("tune", MALLOC_MMAP_THRESHOLD_="65536")["tuned"] is False
+    assert _faults("tune", CNNLSTM_NO_MALLOC_TUNING="1")["tuned"] is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "allocator"),
+    [
+        (["run", "train.py", "--allocator", "mimalloc"], "auto"),  # the script's own option, not run's
+        (["run", "--allocator", "none", "train.py"], "none"),
+        (["run", "--allocator=mimalloc", "-m", "pkg.train"], "mimalloc"),
+        (["run", "-m", "pkg.train"], "auto"),
+    ],
+)
+def test_run_reads_only_its_own_allocator_option(argv, allocator):
+    assert alloc._allocator_option(argv) == allocator
+
+
+def test_launch_env_raises_glibc_thresholds_unless_mimalloc_is_asked_for(monkeypatch):
+    monkeypatch.setattr(alloc.sys, "platform", "linux")
+    monkeypatch.setattr(alloc, "mimalloc_library", lambda: "/x/libmimalloc.so")
+    auto = alloc.launch_env(["run", "train.py"], {"PATH": "/bin"})
+    assert auto["CNNLSTM_MALLOC"] == "glibc" and "LD_PRELOAD" not in auto
+    assert alloc.launch_env(["run", "--allocator", "mimalloc", "t.py"], {})["LD_PRELOAD"] == "/x/libmimalloc.so"
+    assert alloc.launch_env(["run", "--allocator", "none", "t.py"], {}) is None
+
+
+_HINT = """
+import json, warnings, torch, cnnlstm
+tuned = cnnlstm.tune_malloc() if __import__("sys").argv[1] == "tune" else None
+cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+model = cnnlstm.CNNLSTM(input_shape=(None, 3, 64, 64), num_classes=2, hidden_size=4, backbone=cnn)
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    model(torch.zeros(1, 2, 3, 64, 64)).sum().backward()  # small: its activations stay under the thresholds
+    small = len(seen)
+    for _ in range(2):
+        model(torch.zeros(2, 128, 3, 64, 64)).sum().backward()  # 12 MiB of frames a call
+print(json.dumps({"small": small, "hints": [str(w.message) for w in seen], "tuned": tuned}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_training_big_batches_untuned_says_once_how_to_tune():
+    def hints(*args: str, **env: str) -> dict:
+        out = subprocess.run(
+            [sys.executable, "-c", _HINT, *args], capture_output=True, text=True, env=_clean_env(**env), check=True
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    plain = hints("plain")
+    assert plain["small"] == 0 and len(plain["hints"]) == 1  # once per process, only for a batch that pays
+    assert "cnnlstm.tune_malloc()" in plain["hints"][0] and "cnnlstm run" in plain["hints"][0]
+    tuned = hints("tune")
+    assert tuned["tuned"] is True and tuned["hints"] == []
+    assert hints("plain", CNNLSTM_NO_MALLOC_TUNING="1")["hints"] == []

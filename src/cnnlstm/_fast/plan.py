@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .alloc import hint_untuned_training
 from .fold import folded_copy
 from .onednn import OneDNNPrefix
 from .train_block import FusedChain
@@ -137,6 +138,7 @@ def plan_for(module: nn.Module, frames: torch.Tensor, chunk_size: int | None = N
         chain = None if hooked or not torch.is_grad_enabled() else leaves(module)
         fuse = chain is not None and FusedChain.applies(chain) and _takes(chain, frames)
         run = _channels_last(FusedChain(chain) if fuse else module)  # the module's own parameters, never a copy
+        hint_untuned_training(frames.nbytes)
         return run if module.training else _chunked(run, chunk)
     if hooked or any(m.training for m in module.modules()):
         return _chunked(_channels_last(module), chunk)  # hooks must fire; a module in training mode stays so

@@ -6,7 +6,7 @@ become one line through one decorator (:func:`cnnlstm.cli._app.library_errors`).
 
 from __future__ import annotations
 
-from . import doctor, export, infer, train  # noqa: F401  (each registers its commands on the group)
+from . import doctor, export, infer, launch, train  # noqa: F401  (each registers its commands on the group)
 from ._app import main
 
 __all__ = ["main", "run"]

@@ -38,9 +38,10 @@ def runtime_options(f):
         "--precision",
         default="32",
         show_default=True,
-        type=click.Choice(["32", "fp32", "bf16", "int8"]),
+        type=click.Choice(["32", "fp32", "bf16", "int8", "auto"]),
         help="32 (= fp32); bf16: bfloat16 (torch, or OpenVINO on a CPU with native bfloat16); int8: the exported "
-        "int8 graph (with --runtime onnxruntime|openvino).",
+        "int8 graph (with --runtime onnxruntime|openvino); auto: bf16 where the CPU computes it natively "
+        "(AVX512-BF16/AMX), else fp32.",
     )(f)
     return click.option(
         "--runtime",

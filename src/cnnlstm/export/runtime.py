@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, ShapeError, require
+from ..model import resolve_precision
 from ..run import Run, load_run
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["PRECISIONS", "RUNTIMES", "RuntimeModel", "load_for_runtime", "ran_on"]
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
-PRECISIONS = ("32", "fp32", "bf16", "int8")  # "32" and "fp32" are the same: float32
+PRECISIONS = ("32", "fp32", "bf16", "int8", "auto")  # "32" and "fp32" are the same: float32
 _OV_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # OpenVINO's CPU inference precision per precision
 
 
@@ -40,14 +41,17 @@ def load_for_runtime(
     Args:
         run: the run folder.
         runtime: ``"torch"`` (the run's PyTorch model), ``"onnxruntime"`` or ``"openvino"``.
-        precision: ``"32"``/``"fp32"``, ``"bf16"`` (torch; OpenVINO where the CPU computes in bfloat16 natively)
-            or ``"int8"`` (an exported int8 graph).
+        precision: ``"32"``/``"fp32"``, ``"bf16"`` (torch; OpenVINO where the CPU computes in bfloat16 natively),
+            ``"int8"`` (an exported int8 graph) or ``"auto"``: bfloat16 in torch and OpenVINO where the CPU
+            computes it natively, float32 elsewhere and in ONNX Runtime.
         export: the export folder (default ``RUN/export``).
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        precision = "32" if runtime == "onnxruntime" else resolve_precision("auto")
     if runtime == "torch":
         if precision == "int8":
             raise ConfigError("int8 runs an exported graph: add --runtime onnxruntime or --runtime openvino")

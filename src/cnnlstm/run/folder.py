@@ -21,7 +21,7 @@ from .._io import atomic_write, write_json
 from ..data.datasets import ClipSpec
 from ..ensemble import Ensemble, load_model
 from ..errors import CnnlstmError, ConfigError
-from ..model import CNNLSTM, check_precision
+from ..model import CNNLSTM, resolve_precision
 from .spec import DataSpec, Kind, SeriesSpec
 from .summary import TrainSummary
 
@@ -142,9 +142,10 @@ class RunFolder:
     def load(self, precision: str = "32") -> Run:
         """The trained model (eval mode), class names and data spec.
 
-        ``precision="bf16"``: the run's inference is to run in bfloat16 (see :meth:`CNNLSTM.autocast`).
+        ``precision="bf16"``: the run's inference is to run in bfloat16 (see :meth:`CNNLSTM.autocast`);
+        ``"auto"``: in bfloat16 where this CPU computes it natively, else float32 (the Run says which).
         """
-        check_precision(precision)
+        precision = resolve_precision(precision)
         for name in MODEL_FILES:
             if not (self.path / name).is_file():
                 raise ConfigError(f"{str(self.path)!r} is not a finished cnnlstm run: {name} is missing")
