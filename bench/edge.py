@@ -13,7 +13,8 @@ for ``--epochs`` (default the demo's). Its graphs are exported with ``cnnlstm ex
 --int8`` into bench/.cache/edge-export/. Every runtime runs on ``--threads`` compute threads (default torch's), each
 latency is the median of ``--rounds`` interleaved rounds (every artifact timed in turn, so a slow spell spreads over
 all of them) after warm-up calls. ``--quick`` (a smoke run of about a minute): 8 training videos a class for one
-epoch, one round of 2 calls. Writes bench/results/edge.json and edge.md.
+epoch, one round of 2 calls. Writes bench/results/edge.json and edge.md (with ``--run DIR``: edge-DIRNAME.json
+and .md).
 """
 
 from __future__ import annotations
@@ -337,8 +338,9 @@ def main() -> None:
         "drift": drift(run, folder, x, args.frames, 50), "keras": keras_anchor(args.threads, 2 if args.quick else 5, 1),
     }  # fmt: skip
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    path = save("edge", result)
-    md = RESULTS / "edge.md"
+    name = f"edge-{Path(run).name}" if args.run else "edge"  # the demo's table, and one per --run beside it
+    path = save(name, result)
+    md = RESULTS / f"{name}.md"
     md.write_text(markdown(result))
     print(markdown(result))
     print(f"json: {path}\nmd:   {md}\n{result['seconds']} s")
