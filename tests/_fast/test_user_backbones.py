@@ -37,9 +37,14 @@ BACKBONES = {
         nn.Sequential(*_block(3, 8, nn.MaxPool2d(2))), Residual(8), nn.Sequential(*_block(8, 16, nn.MaxPool2d(2)))
     ),
     "bias-conv-affine-free-bn": lambda: nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8, affine=False), nn.ReLU(), nn.MaxPool2d(2, 2),
-        nn.Conv2d(8, 16, 3, stride=2), nn.BatchNorm2d(16), nn.ReLU(),
-    ),  # fmt: skip
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8, affine=False),
+        nn.ReLU(),
+        nn.MaxPool2d(2, 2),
+        nn.Conv2d(8, 16, 3, stride=2),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+    ),
 }
 
 
