@@ -26,6 +26,7 @@ the mean over tasks and the worst task).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -71,6 +72,14 @@ CONFIGS: dict[str, dict] = {
     "no-motion": {"model": {"motion": "none"}},
     # the defaults with a ConvLSTM over the backbone's maps (its state keeps where things are), then the grid bridge
     "convlstm": {"model": {"rnn": "convlstm", "hidden_size": 64}},
+    # one change to the defaults at a time (issue 17's list): the RNN, the backbone's width, the clip's length, the
+    # learning-rate schedule, weight decay, augmentation
+    "gru": {"model": {"rnn": "gru"}},
+    "narrow": {"model": {"backbone_channels": (16, 32, 64, 128)}},
+    "frames-16": {"clip": {"clip_len": 16}},
+    "onecycle": {"options": {"schedule": "onecycle"}},
+    "no-decay": {"options": {"weight_decay": 0.0}},
+    "no-augment": {"options": {"augment": False}},
     "demo-model": {
         "model": {"backbone_channels": (16, 32, 64), "bridge": "grid", "hidden_size": 64},
         "clip": {"clip_len": 8, "size": (48, 48)},
@@ -334,8 +343,20 @@ def main() -> None:
                     print(f"{task} {config} seed {seed}: accuracy {r['accuracy']:.3f}, "
                           f"{r['train_seconds']:.0f} s, {r['epochs']} epochs", flush=True)  # fmt: skip
                     # saved at once (a long run that stops keeps what it measured); a measurement replaces the saved
-                    # one of the same task, configuration, seed and data size, the others stay
-                    write([*[x for x in _saved() if _key(x) != _key(row)], row], args)
+                    # one of the same task, configuration, seed and data size, the others stay; under a lock, so
+                    # suites run side by side (one per core) keep each other's rows
+                    with _locked():
+                        write([*[x for x in _saved() if _key(x) != _key(row)], row], args)
+
+
+@contextlib.contextmanager
+def _locked():
+    import fcntl
+
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / ".video_suite.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def _key(row: dict) -> tuple:

@@ -108,6 +108,7 @@ def predict(run, videos, top_k, sampling, runtime, precision, export_dir, as_jso
     """Top-k labels with probabilities for each of VIDEOS, sampled as RUN was trained."""
     from ..apps.predict import predict as run_predict
     from ..apps.predict import prediction_lines
+    from ..export.runtime import chosen_precision
 
     setup_logging()
     results = run_predict(run, videos, top_k, sampling, precision, runtime, export_dir)
@@ -116,10 +117,17 @@ def predict(run, videos, top_k, sampling, runtime, precision, export_dir, as_jso
     else:
         echo_lines(
             prediction_lines(results)
-            + ([] if runtime == "torch" else [f"ran on: {runtime} {'fp32' if precision == '32' else precision}"])
+            # which runtime and precision gave the predictions (none when every video failed)
+            + [f"ran on: {runtime} {_shown(runtime, chosen_precision(runtime, precision))}"]
+            * any("error" not in r for r in results)
         )
     if any("error" in r for r in results):
         sys.exit(1)
+
+
+def _shown(runtime: str, precision: str) -> str:
+    """A precision as ``ran on:`` names it: ``32`` in torch (as ``train --precision``), ``fp32`` in a runtime."""
+    return "fp32" if precision == "32" and runtime != "torch" else precision
 
 
 @main.command()

@@ -25,7 +25,7 @@ from ..run import Run, load_run
 if TYPE_CHECKING:
     from .runtime_stream import RuntimeStreamer
 
-__all__ = ["PRECISIONS", "RUNTIMES", "RuntimeModel", "load_for_runtime", "ran_on"]
+__all__ = ["PRECISIONS", "RUNTIMES", "RuntimeModel", "chosen_precision", "load_for_runtime", "ran_on"]
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("32", "fp32", "bf16", "int8", "auto")  # "32" and "fp32" are the same: float32
@@ -50,8 +50,7 @@ def load_for_runtime(
         raise ConfigError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        precision = "32" if runtime == "onnxruntime" else resolve_precision("auto")
+    precision = chosen_precision(runtime, precision)
     if runtime == "torch":
         if precision == "int8":
             raise ConfigError("int8 runs an exported graph: add --runtime onnxruntime or --runtime openvino")
@@ -60,6 +59,14 @@ def load_for_runtime(
     folder = Path(export) if export else r.path / "export"
     model = RuntimeModel(folder, runtime, "fp32" if precision == "32" else precision, run=r.path)
     return dataclasses.replace(r, model=model, precision=model.precision)
+
+
+def chosen_precision(runtime: str, precision: str) -> str:
+    """What ``precision`` runs as in ``runtime``: ``"auto"`` is ``"bf16"`` in torch and OpenVINO on a CPU that
+    computes bfloat16 natively and ``"32"`` elsewhere and in ONNX Runtime; the others are themselves."""
+    if precision != "auto":
+        return precision
+    return "32" if runtime == "onnxruntime" else resolve_precision("auto")
 
 
 def ran_on(r: Run) -> str:
