@@ -203,7 +203,9 @@ def _run_example(*args: str) -> subprocess.CompletedProcess:
 def test_the_example_without_torch_classifies_as_cnnlstm_predict_does(exported, tiny_videos):
     run, out, _ = exported
     videos = _test_videos(tiny_videos, 3)
-    predicted = CliRunner().invoke(main, ["predict", str(run), *map(str, videos), "--top-k", "3", "--json"])
+    predicted = CliRunner().invoke(
+        main, ["predict", str(run), *map(str, videos), "--top-k", "3", "--json", "--precision", "32"]
+    )
     assert predicted.exit_code == 0, predicted.output
     for video, want in zip(videos, json.loads(predicted.output)):
         done = _run_example(str(out), str(video), "--top-k", "3")

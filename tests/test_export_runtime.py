@@ -127,9 +127,20 @@ def _invoke(*args: str) -> str:
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_predict_on_a_runtime_gives_torchs_probabilities(tiny_run, tiny_videos, exports, runtime):
     run, videos = str(tiny_run[0]), [str(v) for v in _test_videos(tiny_videos)]
-    ref = json.loads(_invoke("predict", run, *videos, "--json"))
+    ref = json.loads(_invoke("predict", run, *videos, "--json", "--precision", "32"))  # float32 on both sides
     got = json.loads(
-        _invoke("predict", run, *videos, "--json", "--runtime", runtime, "--export", str(exports[runtime]))
+        _invoke(
+            "predict",
+            run,
+            *videos,
+            "--json",
+            "--runtime",
+            runtime,
+            "--export",
+            str(exports[runtime]),
+            "--precision",
+            "32",
+        )
     )
     for a, b in zip(ref, got):
         assert [t["label"] for t in a["top"]][:1] == [t["label"] for t in b["top"]][:1]
@@ -143,8 +154,10 @@ def test_predict_on_a_runtime_gives_torchs_probabilities(tiny_run, tiny_videos, 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_evaluate_on_a_runtime_measures_torchs_accuracy(tiny_run, tiny_videos, exports, runtime, tmp_path):
     run, data, exp = str(tiny_run[0]), str(tiny_videos), str(exports[runtime])
-    ref = json.loads(_invoke("evaluate", run, data, "--json"))
-    got = json.loads(_invoke("evaluate", run, data, "--json", "--runtime", runtime, "--export", exp))
+    ref = json.loads(_invoke("evaluate", run, data, "--json", "--precision", "32"))
+    got = json.loads(
+        _invoke("evaluate", run, data, "--json", "--runtime", runtime, "--export", exp, "--precision", "32")
+    )
     assert got["confusion"] == ref["confusion"] and got["accuracy"] == ref["accuracy"]
     assert ref["runtime"] == "torch 32" and got["runtime"].startswith(f"{runtime} fp32 (")
     int8 = json.loads(
@@ -219,9 +232,9 @@ def test_the_run_export_folder_keeps_both_runtimes_and_refuses_other_weights(tin
     manifest = json.loads((run / "export" / "export.json").read_text())
     assert {e["runtime"] for e in manifest["artifacts"]} == {"onnxruntime", "openvino"}
     assert manifest["weights"].startswith("sha256:")
-    ref = json.loads(_invoke("predict", str(run), video, "--json"))
+    ref = json.loads(_invoke("predict", str(run), video, "--json", "--precision", "32"))
     for rt in RUNTIMES:  # no --export: RUN/export
-        got = json.loads(_invoke("predict", str(run), video, "--json", "--runtime", rt))
+        got = json.loads(_invoke("predict", str(run), video, "--json", "--runtime", rt, "--precision", "32"))
         np.testing.assert_allclose([t["prob"] for t in got[0]["top"]], [t["prob"] for t in ref[0]["top"]], atol=2e-4)
     manifest["weights"] = "sha256:" + "0" * 64  # as if the run had been trained again since the export
     (run / "export" / "export.json").write_text(json.dumps(manifest))
