@@ -90,7 +90,7 @@ def test_deprecated_set_precision_still_infers_in_bf16_and_leaves_training_alone
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, native):
-    import cnnlstm.model as model_module
+    import cnnlstm.precision as model_module
 
     monkeypatch.setattr(model_module, "bf16_supported", lambda: native)
     assert model_module.resolve_precision("auto") == ("bf16" if native else "32")
@@ -107,7 +107,7 @@ def test_auto_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, nativ
 
 
 def test_a_run_loaded_with_auto_says_which_precision_it_chose(tiny_run, monkeypatch):
-    import cnnlstm.model as model_module
+    import cnnlstm.precision as model_module
     from cnnlstm.export.runtime import load_for_runtime, ran_on
 
     for native, want in ((False, "torch 32"), (True, "torch bf16")):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, ShapeError, require
-from ..model import resolve_precision
+from ..precision import resolve_precision
 from ..run import Run, load_run
 
 if TYPE_CHECKING:

@@ -21,7 +21,8 @@ from .._io import atomic_write, write_json
 from ..data.datasets import ClipSpec
 from ..ensemble import Ensemble, load_model
 from ..errors import CnnlstmError, ConfigError
-from ..model import CNNLSTM, resolve_precision
+from ..model import CNNLSTM
+from ..precision import resolve_precision
 from .spec import DataSpec, Kind, SeriesSpec
 from .summary import TrainSummary
 
