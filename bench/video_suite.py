@@ -306,7 +306,8 @@ def table(rows: list[dict], configs: list[str], tasks: list[str]) -> list[str]:
     for c in configs:
         per_task = [np.mean([r["accuracy"] for r in rows if r["task"] == t and r["config"] == c]) for t in tasks
                     if any(r["task"] == t and r["config"] == c for r in rows)]  # fmt: skip
-        means.append(f"{np.mean(per_task):.3f} / {np.min(per_task):.3f}" if per_task else "-")
+        part = "" if len(per_task) == len(tasks) else f" ({len(per_task)} of {len(tasks)} tasks)"
+        means.append(f"{np.mean(per_task):.3f} / {np.min(per_task):.3f}{part}" if per_task else "-")
     return [*out, "| **mean / worst task** | " + " | ".join(means) + " |"]
 
 
