@@ -79,7 +79,7 @@ def table(rows: list[dict], threads: int) -> list[str]:
     base_clip = None if base is None else _ms(base["clip_ms"].get("8"))
     base_frame = None if base is None else _ms(base.get("frame_ms"))
     head = [
-        f"| artifact ({threads} threads) | clip / stream MB | ms per clip, batch 1 | ms per clip, batch 8 | clips/s, "
+        f"| artifact ({threads} threads) | clip / stream MB | ms per clip, batch 1 | ms per batch of 8 | clips/s, "
         "batch 8 | x PyTorch fp32, batch 8 | ms per streamed frame, batch 1 | x PyTorch fp32, per frame "
         "| top-1 agreement with PyTorch fp32 | test accuracy |",
         "|---|---|---|---|---|---|---|---|---|---|",

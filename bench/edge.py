@@ -300,7 +300,7 @@ def markdown(result: dict) -> str:
     if k.get("skipped"):
         lines.append(f"Keras/TF anchor: {k['skipped']}.")
     else:
-        lines.append(f"Keras/TF anchor ({k['model']}; ms per clip, median):")
+        lines.append(f"Keras/TF anchor ({k['model']}; ms per call of 1 and of 8 clips, median):")
         for b in ("1", "8"):
             e = k[f"batch {b}"]
             lines.append(f"- batch {b}: Keras/TF {e['keras_ms']['median']:.1f}, cnnlstm PyTorch "
