@@ -192,3 +192,24 @@ def test_a_traced_model_records_the_plain_module(mode):
 def test_meta_tensors_run_the_plain_module():
     plan = plan_for(torch.nn.Conv2d(3, 4, 3).eval(), torch.empty(5, 3, 8, 8, device="meta"))
     assert plan(torch.empty(5, 3, 8, 8, device="meta")).shape == (5, 4, 6, 6)
+
+
+@pytest.mark.skipif(not __import__("cnnlstm._fast.onednn", fromlist=["x"]).bf16_native(), reason="no native bf16")
+def test_bf16_inference_runs_the_blocked_prefix_in_bfloat16_close_to_the_dense_path(monkeypatch):
+    from cnnlstm._fast.onednn import OneDNNPrefix
+
+    model = _model(t=4, size=48, channels=(8, 16)).eval()
+    x = torch.randn(2, 4, 3, 48, 48)
+    seen = []
+    call = OneDNNPrefix.__call__
+    monkeypatch.setattr(
+        OneDNNPrefix, "__call__", lambda self, f, dtype=torch.float32: seen.append(dtype) or call(self, f, dtype)
+    )
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(x)
+        ref = _plain(copy.deepcopy(model), x)  # the dense modules under the same autocast
+    assert seen and set(seen) == {torch.bfloat16}
+    torch.testing.assert_close(got.float(), ref.float(), rtol=0, atol=0.05)  # bfloat16 rounding, not another model
+    with torch.inference_mode():
+        model(x)  # float32 again outside autocast
+    assert seen[-1] == torch.float32

@@ -7,14 +7,30 @@ values. The weights are handed over once, as oneDNN tensors in plain layout (pub
 outputs are those of the same oneDNN kernels. The rest of the chain runs as usual on the dense result.
 ``bench/private_apis.py`` measures this against dense ``channels_last``, a private one-off weight reorder,
 ``optimize_for_inference`` and ``torch.compile``.
+
+Under a CPU bfloat16 autocast, on a CPU that computes bfloat16 natively, the same run takes bfloat16 blocked
+tensors and weights (converted once, on first use): dense bfloat16 ``channels_last`` max-pooling alone took 30%
+of the reference model's bf16 inference, and the whole backbone ran 1.6x faster on blocked tensors (one thread,
+chunks of 4 frames of 112x112: 133 against 218 ms for 128 frames).
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
-__all__ = ["OneDNNPrefix"]
+__all__ = ["OneDNNPrefix", "bf16_native"]
+
+
+@functools.cache
+def bf16_native() -> bool:
+    """Whether oneDNN computes bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _supported(m: nn.Module) -> bool:
@@ -60,6 +76,15 @@ class OneDNNPrefix:
                 else:
                     self.steps.append(pool)
         self.rest = leaves[n:]
+        self._bf16: list[tuple[str, tuple]] | None = None  # the steps with bfloat16 weights, made on first use
+
+    def _steps(self, dtype: torch.dtype) -> list[tuple[str, tuple]]:
+        if dtype != torch.bfloat16:
+            return self.steps
+        if self._bf16 is None:
+            cast = lambda t: None if t is None else t.to_dense().to(torch.bfloat16).to_mkldnn()  # noqa: E731
+            self._bf16 = [(k, (cast(a[0]), cast(a[1]), *a[2:]) if k == "conv" else a) for k, a in self.steps]
+        return self._bf16
 
     @staticmethod
     def applies(leaves: list[nn.Module]) -> bool:
@@ -73,10 +98,11 @@ class OneDNNPrefix:
                 return True
         return False
 
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        """Args: frames ``(B, C, H, W)`` float32, without gradients. Returns ``(B, *out)``."""
-        x = frames.contiguous().to_mkldnn()
-        for kind, a in self.steps:
+    def __call__(self, frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Args: frames ``(B, C, H, W)``, without gradients; ``dtype`` the prefix computes in (float32, or
+        bfloat16 under a bf16 autocast, its output then bfloat16 too). Returns ``(B, *out)``."""
+        x = frames.to(dtype).contiguous().to_mkldnn()
+        for kind, a in self._steps(dtype):
             if kind == "conv":
                 x = torch.mkldnn_convolution(x, *a)
             elif kind == "relu":

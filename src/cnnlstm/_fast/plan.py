@@ -19,7 +19,7 @@ from torch import nn
 
 from .alloc import hint_untuned_training
 from .fold import folded_copy
-from .onednn import OneDNNPrefix
+from .onednn import OneDNNPrefix, bf16_native
 from .train_block import FusedChain
 
 __all__ = ["CHUNK_PIXELS", "auto_chunk", "plan_for", "tracing"]
@@ -81,15 +81,22 @@ class _Inference:
             self.chain = chain
 
     def __call__(self, frames: torch.Tensor):
-        if (
-            self.onednn is not None
-            and _takes(self.chain, frames)
-            and frames.dtype == torch.float32
-            and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu")
-        ):
-            return self.onednn(frames)
+        dtype = _blocked_dtype(frames)
+        if self.onednn is not None and dtype is not None and _takes(self.chain, frames):
+            return self.onednn(frames, dtype)
         return self.copy(frames.contiguous(memory_format=torch.channels_last))
+
+
+def _blocked_dtype(frames: torch.Tensor) -> torch.dtype | None:
+    """The dtype the oneDNN prefix runs ``frames`` in without gradients: float32 outside autocast, bfloat16 under
+    a CPU bfloat16 autocast where oneDNN computes it natively; None where the dense copy runs instead."""
+    if torch.is_grad_enabled() or frames.dtype not in (torch.float32, torch.bfloat16):
+        return None
+    if not torch.is_autocast_enabled("cpu"):
+        return torch.float32 if frames.dtype == torch.float32 else None
+    if torch.get_autocast_dtype("cpu") == torch.bfloat16 and bf16_native():
+        return torch.bfloat16
+    return None
 
 
 _INFERENCE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, _Inference]] = weakref.WeakKeyDictionary()
