@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
+from ._fast.onednn import bf16_native
 from .errors import ConfigError
 
 __all__ = ["PRECISIONS", "bf16_supported", "check_precision", "resolve_precision"]
@@ -20,10 +21,7 @@ PRECISIONS = ("32", "bf16", "auto")
 
 def bf16_supported() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return bf16_native()  # the one oneDNN query, which the fast path's bfloat16 prefix asks too
 
 
 def check_precision(precision: str) -> str:

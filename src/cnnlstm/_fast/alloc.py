@@ -85,13 +85,7 @@ def fast_malloc_env(
     """
     env = dict(os.environ if environ is None else environ)
     preload = env.get("LD_PRELOAD", "")
-    if (
-        not sys.platform.startswith("linux")
-        or env.get("CNNLSTM_NO_MALLOC_TUNING")
-        or MARK in env
-        or "malloc" in preload
-        or any(k in env for k in GLIBC_THRESHOLDS)
-    ):
+    if not sys.platform.startswith("linux") or _left_alone(env):
         return None
     lib = None if not mimalloc or _names_openvino(argv or []) else mimalloc_library()
     if lib is not None:
@@ -109,10 +103,23 @@ def _names_openvino(argv: list[str]) -> bool:
     return any(a == "openvino" or a.endswith("=openvino") for a in argv)
 
 
-def command_env(environ: dict[str, str] | None = None, argv: list[str] | None = None) -> dict[str, str] | None:
+def _left_alone(env: dict[str, str] | os._Environ) -> bool:
+    """Whether a process with ``env`` keeps its allocator as it is: tuning turned off, the command's re-executed
+    process, or an allocator or glibc thresholds of the user's own."""
+    return bool(
+        env.get("CNNLSTM_NO_MALLOC_TUNING")
+        or MARK in env
+        or "malloc" in env.get("LD_PRELOAD", "")
+        or any(k in env for k in GLIBC_THRESHOLDS)
+    )
+
+
+def command_env(
+    environ: dict[str, str] | None = None, argv: list[str] | None = None, mimalloc: bool = True
+) -> dict[str, str] | None:
     """:func:`fast_malloc_env`, plus ``THP_MEM_ALLOC_ENABLE=1`` where huge pages are available and the user has
     not set it; None to run as it is."""
-    env = fast_malloc_env(environ, argv)
+    env = fast_malloc_env(environ, argv, mimalloc)
     if env is not None and "THP_MEM_ALLOC_ENABLE" not in env and huge_pages_available():
         env["THP_MEM_ALLOC_ENABLE"] = "1"
     return env
@@ -158,15 +165,7 @@ def _glibc() -> bool:
 def _untuned() -> bool:
     """True in a glibc process that trains with glibc's default thresholds: no :func:`tune_malloc`, launcher,
     preload or settings of the user's own, and no ``CNNLSTM_NO_MALLOC_TUNING``."""
-    env = os.environ
-    return not (
-        _STATE["tuned"]
-        or not _glibc()
-        or env.get("CNNLSTM_NO_MALLOC_TUNING")
-        or MARK in env
-        or "malloc" in env.get("LD_PRELOAD", "")
-        or any(k in env for k in GLIBC_THRESHOLDS)
-    )
+    return not (_STATE["tuned"] or not _glibc() or _left_alone(os.environ))
 
 
 def hint_untuned_training(frame_bytes: int) -> None:
@@ -195,10 +194,7 @@ def launch_env(argv: list[str], environ: dict[str, str] | None = None) -> dict[s
     choice = _allocator_option(argv)
     if choice == "none":
         return None
-    env = fast_malloc_env(environ, mimalloc=choice == "mimalloc")
-    if env is not None and "THP_MEM_ALLOC_ENABLE" not in env and huge_pages_available():
-        env["THP_MEM_ALLOC_ENABLE"] = "1"
-    return env
+    return command_env(environ, mimalloc=choice == "mimalloc")
 
 
 def _allocator_option(argv: list[str]) -> str:
