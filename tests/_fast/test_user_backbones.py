@@ -66,8 +66,18 @@ def _plain(model: cl.CNNLSTM, x: torch.Tensor, memory_format=torch.contiguous_fo
     return model.head(model.rnn(model.bridge(maps))[0])
 
 
+@pytest.fixture(params=["chunks", "whole"])
+def training_path(request, monkeypatch):
+    """Both training paths: chunk by chunk (a plain glibc process; chunks of 4 frames here, so the 6 frames of
+    a batch make a chunk of 4 and one of 2) and the whole batch in one call (a process with a tuned allocator)."""
+    chunks = request.param == "chunks"
+    monkeypatch.setattr("cnnlstm._fast.plan.untuned", lambda: chunks)  # float32 outside autocast
+    monkeypatch.setattr("cnnlstm._fast.chunked_train.CHUNK_TRAIN_BYTES", 4 * 8 * 32 * 32 * 4)  # 4 frames of 8x32x32
+    return request.param
+
+
 @pytest.mark.parametrize("name", list(BACKBONES))
-def test_a_users_backbone_trains_as_its_plain_module(name):
+def test_a_users_backbone_trains_as_its_plain_module(name, training_path):
     model, plain = _pair(name)
     x = torch.randn(2, 3, 3, 32, 32)
     torch.manual_seed(1)  # dropout draws the same masks in both: the modules run in the same order, and

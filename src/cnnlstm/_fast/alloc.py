@@ -30,8 +30,11 @@ __all__ = [
     "huge_pages_available",
     "launch_env",
     "mimalloc_library",
+    "raise_heap_threshold",
+    "top_pin",
     "tune_command_process",
     "tune_malloc",
+    "untuned",
 ]
 
 THP_SYSFS = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -43,7 +46,8 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MALLOPT_MAX = (1 << 31) - 1
 ALLOCATORS = ("auto", "glibc", "mimalloc", "none")  # `cnnlstm run --allocator`
 HINT_BYTES = 8 << 20  # frames per training call from which glibc's default settings cost a step its speed
-_STATE = {"tuned": False, "hinted": False}
+RAISE_BYTES = 31 << 20  # mapped and freed once: glibc's adaptive mmap threshold rises to it (at most 32 MiB)
+_STATE = {"tuned": False, "hinted": False, "raised": False}
 
 
 def huge_pages_available() -> bool:
@@ -143,7 +147,7 @@ def tune_malloc() -> bool:
 
     if _STATE["tuned"]:
         return True
-    if not _untuned():
+    if not untuned():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -162,7 +166,7 @@ def _glibc() -> bool:
     return platform.libc_ver()[0] == "glibc"
 
 
-def _untuned() -> bool:
+def untuned() -> bool:
     """True in a glibc process that trains with glibc's default thresholds: no :func:`tune_malloc`, launcher,
     preload or settings of the user's own, and no ``CNNLSTM_NO_MALLOC_TUNING``."""
     return not (_STATE["tuned"] or not _glibc() or _left_alone(os.environ))
@@ -172,7 +176,7 @@ def hint_untuned_training(frame_bytes: int) -> None:
     """Say once per process, as a warning, that training batches of ``frame_bytes`` (the frames of one call)
     run slower than they could with glibc's default settings, and what to do; nothing for small batches (whose
     activations stay under glibc's thresholds) or in a tuned process."""
-    if _STATE["hinted"] or frame_bytes < HINT_BYTES or not _untuned():
+    if _STATE["hinted"] or frame_bytes < HINT_BYTES or not untuned():
         return
     _STATE["hinted"] = True
     import warnings
@@ -221,3 +225,63 @@ def tune_command_process() -> None:
         os.execve(sys.executable, [sys.executable, *argv[1:]], env)
     except OSError:  # cannot re-execute: run as we are
         return
+
+
+def raise_heap_threshold() -> None:
+    """Map and free one block of ``RAISE_BYTES``, once per process and only in an untuned glibc process, as any
+    program freeing such a buffer does: glibc's adaptive mmap threshold rises to the block's size (its ceiling is
+    32 MiB) and its trim threshold to twice that, so blocks up to 31 MiB are served from, and freed back to, its
+    heap. No setting is changed (``mallopt(3)``: "the threshold is adjusted upward to the size of the freed
+    block")."""
+    if _STATE["raised"] or not untuned():
+        return
+    import torch
+
+    _STATE["raised"] = True
+    block = torch.empty(RAISE_BYTES, dtype=torch.uint8)
+    del block
+
+
+PIN_BYTES = 30 << 20  # under the raised threshold, so glibc serves it from its heap
+TOP_SLACK = 1 << 20  # a block ending this near the program break is at the top of glibc's heap
+PIN_TRIES = 8
+
+
+@functools.cache
+def _sbrk():
+    import ctypes
+
+    try:
+        sbrk = ctypes.CDLL(None).sbrk
+    except (OSError, AttributeError):
+        return None
+    sbrk.argtypes, sbrk.restype = [ctypes.c_ssize_t], ctypes.c_void_p
+    return sbrk
+
+
+def _at_top(block, brk: int) -> bool:
+    return 0 <= brk - (block.data_ptr() + block.nbytes) < TOP_SLACK
+
+
+def top_pin(pin):
+    """A block at the top of glibc's heap, above a training step's activations, for the caller to keep until its
+    next step (``pin``: the one it kept, returned again while it is still at the top); None where there is none.
+
+    glibc hands memory back to the kernel only from its heap's free top (once that reaches the trim threshold),
+    and a training step frees its activations top down, so each step would fault most of them in again. With a
+    block held above them, what the step frees stays in the heap for the next one, as the tuned process keeps
+    it. The block is never written: it costs address space, not memory. Only in an untuned glibc process."""
+    sbrk = _sbrk() if untuned() else None
+    if sbrk is None or (pin is not None and _at_top(pin, sbrk(0))):
+        return pin
+    import torch
+
+    raise_heap_threshold()  # else glibc maps a block of the pin's size instead
+    del pin
+    holes = []  # a free block of the size lower in the heap is taken first: hold those until the top is reached
+    for _ in range(PIN_TRIES):
+        block = torch.empty(PIN_BYTES, dtype=torch.uint8)
+        if _at_top(block, sbrk(0)):
+            return block
+        holes.append(block)
+    return None

@@ -17,12 +17,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .alloc import hint_untuned_training
+from .alloc import hint_untuned_training, untuned
+from .chunked_train import ChunkedChain
 from .fold import folded_copy
 from .onednn import OneDNNPrefix, bf16_native
 from .train_block import FusedChain
 
-__all__ = ["CHUNK_PIXELS", "auto_chunk", "plan_for", "tracing"]
+__all__ = ["CHUNK_PIXELS", "auto_chunk", "plan_for", "tracing", "train_in_chunks"]
 
 Plan = Callable[[torch.Tensor], object]  # frames (B, *in) -> the module's output for them, (B, *out)
 CHUNK_PIXELS = 4 * 112 * 112  # frames per inference call: about 4 frames of 112x112, near the CPU's caches
@@ -126,6 +127,27 @@ def _chunked(run: Plan, chunk: int) -> Plan:
     return plan
 
 
+def train_in_chunks(frames: torch.Tensor) -> bool:
+    """Whether a chain trains on ``frames`` chunk by chunk (:class:`ChunkedChain`): float32 outside autocast, in a
+    process whose glibc keeps its default thresholds (where whole-batch activations would be mapped afresh each
+    step); a process with a tuned allocator runs the whole batch in one call, which is as fast there."""
+    return frames.dtype == torch.float32 and not torch.is_autocast_enabled("cpu") and untuned()
+
+
+_CHAINS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, ChunkedChain]] = weakref.WeakKeyDictionary()
+
+
+def _chunked_chain(module: nn.Module, chain: list[nn.Module]) -> ChunkedChain:
+    """``module``'s :class:`ChunkedChain`, kept while its chain of modules stays the same (it caches the frames
+    per chunk for each frame shape)."""
+    key = tuple(map(id, chain))
+    hit = _CHAINS.get(module)
+    if hit is None or hit[0] != key:
+        hit = (key, ChunkedChain(chain))
+        _CHAINS[module] = hit
+    return hit[1]
+
+
 def plan_for(module: nn.Module, frames: torch.Tensor, chunk_size: int | None = None) -> Plan:
     """How to run ``module`` on ``frames``: a callable ``frames (B, *in) -> (B, *out)``, outputs as the module's own.
 
@@ -143,9 +165,14 @@ def plan_for(module: nn.Module, frames: torch.Tensor, chunk_size: int | None = N
     hooked = _hooked(module)
     if module.training or (torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())):
         chain = None if hooked or not torch.is_grad_enabled() else leaves(module)
-        fuse = chain is not None and FusedChain.applies(chain) and _takes(chain, frames)
-        run = _channels_last(FusedChain(chain) if fuse else module)  # the module's own parameters, never a copy
-        hint_untuned_training(frames.nbytes)
+        chain = chain if chain is not None and _takes(chain, frames) else None
+        if chain is not None and train_in_chunks(frames):
+            run = _chunked_chain(module, chain)  # the module's own parameters, never a copy
+            if run.whole_batch():  # a module with a BatchNorm inside: its activations are the whole batch's
+                hint_untuned_training(frames.nbytes)
+        else:
+            run = _channels_last(FusedChain(chain) if chain and FusedChain.applies(chain) else module)
+            hint_untuned_training(frames.nbytes)
         return run if module.training else _chunked(run, chunk)
     if hooked or any(m.training for m in module.modules()):
         return _chunked(_channels_last(module), chunk)  # hooks must fire; a module in training mode stays so

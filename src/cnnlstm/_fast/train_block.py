@@ -57,72 +57,152 @@ class ChunkedBatchNormPoolReLU(torch.autograd.Function):
     """:class:`BatchNormPoolReLU` for float32, keeping only BatchNorm's input and per-channel statistics.
 
     Forward takes the batch statistics in one pass, then normalizes and pools ``CHUNK_BYTES`` of input at a
-    time (in cache), so no full-size normalized tensor exists. Backward recomputes each chunk's normalized
-    values, pooled values and indices (the same ops on the same values: the same indices), routes the gradient
-    through ReLU and max-pool chunk by chunk, and finishes BatchNorm's backward in closed form, in place:
-    ``gx = a·gz + b·x + c`` per channel, with its two sums per channel taken as the chunks pass (PyTorch's own
-    BatchNorm backward kernel, asked for the weight and bias gradients only).
+    time (in cache), so no full-size normalized tensor exists. Backward (:func:`norm_backward`) recomputes each
+    chunk's normalized values, pooled values and indices, routes the gradient through ReLU and max-pool chunk by
+    chunk, and finishes BatchNorm's backward in closed form, in place.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps, pool):
-        if training:  # batch statistics; the running ones (if any) move as BatchNorm moves them
-            mean, var = torch.batch_norm_update_stats(x, running_mean, running_var, momentum)
-            invstd = (var + eps).rsqrt()
-        else:
-            mean, invstd = running_mean, (running_var + eps).rsqrt()
-        alpha = invstd if weight is None else invstd * weight
-        beta = -mean * alpha if bias is None else bias - mean * alpha
-        alpha, beta = alpha.view(1, -1, 1, 1), beta.view(1, -1, 1, 1)
+        stats = norm_stats([x], weight, bias, running_mean, running_var, training, momentum, eps)
         step = _chunk(x)
-        parts = [_norm_pool(c, alpha, beta, pool)[0] for c in x.split(step)]
-        p = parts[0] if len(parts) == 1 else torch.cat(parts)
-        p.relu_()  # not saved: backward recomputes the pooled values, so in-place ops on the output stay legal
-        ctx.save_for_backward(x, mean, invstd, alpha, beta)
+        parts = norm_forward(x.split(step), stats, pool, relu=True)
+        # not saved: backward recomputes the pooled values, so in-place ops on the output stay legal
+        ctx.save_for_backward(x, *stats)
         ctx.training, ctx.pool, ctx.step = training, pool, step
-        return p  # (B, C, H', W')
+        return parts[0] if len(parts) == 1 else torch.cat(parts)  # (B, C, H', W')
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, mean, invstd, alpha, beta = ctx.saved_tensors
+        x, *stats = ctx.saved_tensors
         gx = torch.empty_like(x)  # first the gradient w.r.t. BatchNorm's output, then, in place, w.r.t. x
-        step = ctx.step
-        gw = x.new_zeros(x.shape[1])  # sum(gz · x̂), x̂ = (x - mean) · invstd
-        s1 = x.new_zeros(x.shape[1])  # sum(gz)
-        for s in range(0, x.shape[0], step):
-            xs, gs = x[s : s + step], gx[s : s + step]
-            pooled, idx = _norm_pool(xs, alpha, beta, ctx.pool)  # forward's own ops: the same indices
-            g = torch.ops.aten.threshold_backward(grad[s : s + step], pooled, 0)  # ReLU's: pooled > 0
-            torch.ops.aten.max_pool2d_with_indices_backward.grad_input(g, xs, *ctx.pool, idx, grad_input=gs)
-            # this chunk's share of both sums, in one of PyTorch's kernels (given the whole batch's statistics)
-            _, w_part, b_part = torch.ops.aten.native_batch_norm_backward(
-                gs, xs, None, None, None, mean, invstd, True, 0.0, [False, True, True]
-            )
-            gw += w_part
-            s1 += b_part
+        parts = [t.split(ctx.step) for t in (x, grad, gx)]
+        gw, gb = norm_backward(*parts, stats, ctx.training, ctx.pool, relu=True)
+        return gx, *_needed(ctx, 1, gw, gb), None, None, None, None, None, None
+
+
+class PartsBatchNorm(torch.autograd.Function):
+    """BatchNorm2d, then max-pool (or not), then ReLU (or not), over a batch given as a list of chunks: the
+    statistics are the whole batch's, and no tensor larger than a chunk is made in forward or backward.
+
+    ``apply(weight, bias, running_mean, running_var, training, momentum, eps, pool, relu, *parts)`` → one
+    output per part, ``(b, C, H', W')``. Keeps the parts and per-channel statistics; backward recomputes each
+    chunk's normalized values and indices (:func:`norm_backward`).
+    """
+
+    @staticmethod
+    def forward(ctx, weight, bias, running_mean, running_var, training, momentum, eps, pool, relu, *parts):
+        stats = norm_stats(parts, weight, bias, running_mean, running_var, training, momentum, eps)
+        ctx.save_for_backward(*stats, *parts)
+        ctx.training, ctx.pool, ctx.relu = training, pool, relu
+        return tuple(norm_forward(parts, stats, pool, relu))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):
+        mean, invstd, alpha, beta, *parts = ctx.saved_tensors
+        grads = [torch.zeros_like(o) if g is None else g for o, g in zip(_out_like(parts, ctx), grads, strict=True)]
+        gxs = [torch.empty_like(p) for p in parts]
+        gw, gb = norm_backward(parts, grads, gxs, (mean, invstd, alpha, beta), ctx.training, ctx.pool, ctx.relu)
+        return *_needed(ctx, 0, gw, gb), None, None, None, None, None, None, None, *gxs
+
+
+def _out_like(parts, ctx) -> list[torch.Tensor]:
+    """Stand-ins with the outputs' shapes (for outputs that got no gradient): meta tensors, nothing allocated."""
+    if ctx.pool is None:
+        return [p.to("meta") for p in parts]
+    return [torch.ops.aten.max_pool2d_with_indices(p.to("meta"), *ctx.pool)[0] for p in parts]
+
+
+def _needed(ctx, first: int, gw: torch.Tensor, gb: torch.Tensor) -> tuple:
+    """The weight's and bias's gradients where autograd asks for them (inputs ``first`` and ``first + 1``)."""
+    return (gw if ctx.needs_input_grad[first] else None, gb if ctx.needs_input_grad[first + 1] else None)
+
+
+def norm_stats(parts, weight, bias, running_mean, running_var, training: bool, momentum: float, eps: float):
+    """BatchNorm's statistics over all ``parts`` (chunks of one batch, ``(b, C, H, W)`` each) and its affine map
+    as ``x·alpha + beta``: ``(mean, invstd, alpha, beta)``, ``(C,)`` and ``(1, C, 1, 1)``. In training the
+    running statistics (if any) move as BatchNorm moves them, by the whole batch's mean and unbiased variance;
+    otherwise the running ones are used."""
+    if training:
+        mean, var = _batch_stats(parts, running_mean, running_var, momentum)
+        invstd = (var + eps).rsqrt()
+    else:
+        mean, invstd = running_mean, (running_var + eps).rsqrt()
+    alpha = invstd if weight is None else invstd * weight
+    beta = -mean * alpha if bias is None else bias - mean * alpha
+    return mean, invstd, alpha.view(1, -1, 1, 1), beta.view(1, -1, 1, 1)
+
+
+def _batch_stats(parts, running_mean, running_var, momentum: float):
+    """Mean and biased variance per channel over all ``parts``, the running statistics (if any) updated."""
+    if len(parts) == 1:
+        return torch.batch_norm_update_stats(parts[0], running_mean, running_var, momentum)
+    stats = [torch.batch_norm_update_stats(p, None, None, 0.0) for p in parts]  # per chunk, then merged
+    counts = [p.numel() // p.shape[1] for p in parts]
+    n = sum(counts)
+    mean = sum(m * (k / n) for (m, _), k in zip(stats, counts, strict=True))
+    var = sum((v + (m - mean).square()) * (k / n) for (m, v), k in zip(stats, counts, strict=True))
+    if running_mean is not None:  # as batch_norm_update_stats moves them: the unbiased variance
+        running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        running_var.mul_(1 - momentum).add_(var, alpha=momentum * n / max(n - 1, 1))
+    return mean, var
+
+
+def norm_forward(parts, stats, pool: tuple | None, relu: bool) -> list[torch.Tensor]:
+    """Each part ``(b, C, H, W)`` normalized (``stats`` from :func:`norm_stats`), max-pooled (``pool``:
+    max-pool's arguments, or None) and, if ``relu``, through ReLU: ``(b, C, H', W')`` each."""
+    outs = [_norm_pool(p, stats[2], stats[3], pool)[0] for p in parts]
+    for o in outs if relu else ():
+        o.relu_()
+    return outs
+
+
+def norm_backward(parts, grads, gxs, stats, training: bool, pool: tuple | None, relu: bool):
+    """The backward of :func:`norm_forward` chunk by chunk: writes each part's input gradient into its ``gxs``
+    buffer (the part's shape) and returns the weight's and bias's gradients, ``(C,)`` each.
+
+    Each chunk's normalized and pooled values and indices are recomputed (forward's ops on forward's values: the
+    same indices) and the gradient routed back through ReLU and max-pool; BatchNorm's backward then runs in
+    closed form, ``gx = a·gz + b·x + c`` per channel, its two sums per channel taken as the chunks pass
+    (PyTorch's own BatchNorm backward kernel, asked for the weight and bias gradients only).
+    """
+    mean, invstd, alpha, beta = stats
+    gw = parts[0].new_zeros(parts[0].shape[1])  # sum(gz · x̂), x̂ = (x - mean) · invstd
+    s1 = parts[0].new_zeros(parts[0].shape[1])  # sum(gz)
+    for xs, g, gs in zip(parts, grads, gxs, strict=True):
+        pooled, idx = _norm_pool(xs, alpha, beta, pool)  # forward's own ops: the same indices
+        if relu:
+            g = torch.ops.aten.threshold_backward(g, pooled, 0)  # ReLU's: output > 0
+        if pool is None:
+            gs.copy_(g)
+        else:
+            torch.ops.aten.max_pool2d_with_indices_backward.grad_input(g, xs, *pool, idx, grad_input=gs)
+        _, w_part, b_part = torch.ops.aten.native_batch_norm_backward(
+            gs, xs, None, None, None, mean, invstd, True, 0.0, [False, True, True]
+        )
+        gw += w_part
+        s1 += b_part
+    if training:  # x moves the batch statistics too: gx = a·gz + b·x + c
         a = alpha.view(-1)  # invstd · weight, per channel
-        if ctx.training:  # x moves the batch statistics too: gx = a·gz + b·x + c
-            m = x.numel() // x.shape[1]
-            b = -a * invstd * gw / m
-            c = -a * s1 / m - b * mean
-            b, c = b.view(1, -1, 1, 1), c.view(1, -1, 1, 1)
-        for s in range(0, x.shape[0], step):
-            gs = gx[s : s + step]
-            if ctx.training:
-                torch.addcmul(torch.addcmul(c, x[s : s + step], b), gs, alpha, out=gs)
-            else:
-                gs.mul_(alpha)
-        gw = gw if ctx.needs_input_grad[1] else None
-        gb = s1 if ctx.needs_input_grad[2] else None  # d/dbias = sum(gz)
-        return gx, gw, gb, None, None, None, None, None, None
+        m = sum(p.numel() for p in parts) // parts[0].shape[1]
+        b = (-a * invstd * gw / m).view(1, -1, 1, 1)
+        c = (-a * s1 / m).view(1, -1, 1, 1) - b * mean.view(1, -1, 1, 1)
+    for xs, gs in zip(parts, gxs, strict=True):
+        if training:
+            torch.addcmul(torch.addcmul(c, xs, b), gs, alpha, out=gs)
+        else:
+            gs.mul_(alpha)
+    return gw, s1  # d/dweight = sum(gz · x̂), d/dbias = sum(gz)
 
 
-def _norm_pool(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, pool: tuple):
+def _norm_pool(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, pool: tuple | None):
     """BatchNorm as ``x·alpha + beta`` (per channel, ``(1, C, 1, 1)``), then max-pool: ``(b, C, H, W)`` →
-    pooled ``(b, C, H', W')`` and its int64 indices. Forward and backward both call it, so the recomputed
-    indices are forward's."""
-    return torch.ops.aten.max_pool2d_with_indices(torch.addcmul(beta, x, alpha), *pool)
+    pooled ``(b, C, H', W')`` and its int64 indices (no pooling and None without ``pool``). Forward and backward
+    both call it, so the recomputed indices are forward's."""
+    z = torch.addcmul(beta, x, alpha)
+    return (z, None) if pool is None else torch.ops.aten.max_pool2d_with_indices(z, *pool)
 
 
 def _chunk(x: torch.Tensor) -> int:
@@ -136,41 +216,44 @@ def bn_pool_relu(y: torch.Tensor, bn: nn.BatchNorm2d, pool: nn.MaxPool2d) -> tor
 
     Args: y ``(B, C, H, W)``. Returns ``(B, C, H', W')``.
     """
-    training = bn.training or bn.running_mean is None
-    if (
-        not y.requires_grad
-        or y.dtype not in (torch.float32, torch.bfloat16)
-        or y.numel() == 0
-        or (training and y.numel() // y.shape[1] <= 1)
-    ):
+    if not y.requires_grad or y.dtype not in (torch.float32, torch.bfloat16) or not fusable_batch(bn, y.shape):
         return pool(torch.relu(bn(y)))
+    fn = ChunkedBatchNormPoolReLU if y.dtype == torch.float32 else BatchNormPoolReLU
+    return fn.apply(y, *bn_args(bn), pool_args(pool))
+
+
+def fusable_batch(bn: nn.BatchNorm2d, shape: torch.Size | tuple) -> bool:
+    """False for a batch of ``shape`` ``(B, C, H, W)`` the fused steps leave to BatchNorm itself: an empty one,
+    or one value per channel in training (BatchNorm's own error)."""
+    values = 1
+    for s in shape:
+        values *= s
+    training = bn.training or bn.running_mean is None
+    return values > 0 and not (training and values // shape[1] <= 1)
+
+
+def bn_args(bn: nn.BatchNorm2d) -> tuple:
+    """``(weight, bias, running_mean, running_var, training, momentum, eps)`` for one training call of ``bn``,
+    its counter of batches moved as BatchNorm2d moves it (the momentum of a cumulative average follows it)."""
+    training = bn.training or bn.running_mean is None
     momentum = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats:
         bn.num_batches_tracked.add_(1)
         if bn.momentum is None:  # cumulative moving average, as BatchNorm2d does
             momentum = 1.0 / float(bn.num_batches_tracked)
     use_stats = not bn.training or bn.track_running_stats
-    args = (_pair(pool.kernel_size), _pair(pool.stride), _pair(pool.padding), _pair(pool.dilation), pool.ceil_mode)
-    fn = ChunkedBatchNormPoolReLU if y.dtype == torch.float32 else BatchNormPoolReLU
-    return fn.apply(
-        y,
-        bn.weight,
-        bn.bias,
-        bn.running_mean if use_stats else None,
-        bn.running_var if use_stats else None,
-        training,
-        momentum,
-        bn.eps,
-        args,
-    )
+    stats = (bn.running_mean, bn.running_var) if use_stats else (None, None)
+    return bn.weight, bn.bias, *stats, training, momentum, bn.eps
+
+
+def pool_args(pool: nn.MaxPool2d) -> tuple:
+    """Max-pool's arguments as ``max_pool2d_with_indices`` takes them, after the input."""
+    return _pair(pool.kernel_size), _pair(pool.stride), _pair(pool.padding), _pair(pool.dilation), pool.ceil_mode
 
 
 def _fusable(bn: nn.Module, relu: nn.Module, pool: nn.Module) -> bool:
     return (
-        type(bn) is nn.BatchNorm2d
-        and type(relu) is nn.ReLU
-        and type(pool) is nn.MaxPool2d
-        and not pool.return_indices
+        type(bn) is nn.BatchNorm2d and type(relu) is nn.ReLU and type(pool) is nn.MaxPool2d and not pool.return_indices
     )
 
 
