@@ -153,10 +153,32 @@ def _batch_stats(parts, running_mean, running_var, momentum: float):
 def norm_forward(parts, stats, pool: tuple | None, relu: bool) -> list[torch.Tensor]:
     """Each part ``(b, C, H, W)`` normalized (``stats`` from :func:`norm_stats`), max-pooled (``pool``:
     max-pool's arguments, or None) and, if ``relu``, through ReLU: ``(b, C, H', W')`` each."""
-    outs = [_norm_pool(p, stats[2], stats[3], pool)[0] for p in parts]
+    outs = [_norm_pool_part(p, stats[2], stats[3], pool) for p in parts]
     for o in outs if relu else ():
         o.relu_()
     return outs
+
+
+def _norm_pool_part(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, pool: tuple | None) -> torch.Tensor:
+    """:func:`_norm_pool`'s output for a part, made ``CHUNK_BYTES`` of it at a time (in cache) into one tensor."""
+    step = _chunk(x)
+    if x.shape[0] <= step:
+        return _norm_pool(x, alpha, beta, pool)[0]
+    first = _norm_pool(x[:step], alpha, beta, pool)[0]
+    out = first.new_empty((x.shape[0], *first.shape[1:])).contiguous(memory_format=torch.channels_last)
+    out[:step] = first
+    for s in range(step, x.shape[0], step):
+        if pool is None:
+            torch.addcmul(beta, x[s : s + step], alpha, out=out[s : s + step])
+        else:  # the normalized chunk in cache, pooled straight into the part's output
+            z = torch.addcmul(beta, x[s : s + step], alpha)
+            torch.ops.aten.max_pool2d_with_indices.out(z, *pool, out=out[s : s + step], indices=_dropped_indices())
+    return out
+
+
+def _dropped_indices() -> torch.Tensor:
+    """Max-pool's indices, written and dropped."""
+    return torch.empty(0, dtype=torch.long)
 
 
 def norm_backward(parts, grads, gxs, stats, training: bool, pool: tuple | None, relu: bool):
@@ -171,7 +193,7 @@ def norm_backward(parts, grads, gxs, stats, training: bool, pool: tuple | None, 
     mean, invstd, alpha, beta = stats
     gw = parts[0].new_zeros(parts[0].shape[1])  # sum(gz · x̂), x̂ = (x - mean) · invstd
     s1 = parts[0].new_zeros(parts[0].shape[1])  # sum(gz)
-    for xs, g, gs in zip(parts, grads, gxs, strict=True):
+    for xs, g, gs in _in_cache(parts, grads, gxs):
         pooled, idx = _norm_pool(xs, alpha, beta, pool)  # forward's own ops: the same indices
         if relu:
             g = torch.ops.aten.threshold_backward(g, pooled, 0)  # ReLU's: output > 0
@@ -189,12 +211,22 @@ def norm_backward(parts, grads, gxs, stats, training: bool, pool: tuple | None, 
         m = sum(p.numel() for p in parts) // parts[0].shape[1]
         b = (-a * invstd * gw / m).view(1, -1, 1, 1)
         c = (-a * s1 / m).view(1, -1, 1, 1) - b * mean.view(1, -1, 1, 1)
-    for xs, gs in zip(parts, gxs, strict=True):
+    for xs, _, gs in _in_cache(parts, gxs, gxs):
         if training:
             torch.addcmul(torch.addcmul(c, xs, b), gs, alpha, out=gs)
         else:
             gs.mul_(alpha)
     return gw, s1  # d/dweight = sum(gz · x̂), d/dbias = sum(gz)
+
+
+def _in_cache(parts, grads, gxs):
+    """``(part, its gradient, its input-gradient buffer)`` triples, each part split into ``CHUNK_BYTES`` pieces."""
+    for xs, g, gs in zip(parts, grads, gxs, strict=True):
+        step = _chunk(xs)
+        if xs.shape[0] <= step:
+            yield xs, g, gs
+            continue
+        yield from zip(xs.split(step), g.split(step), gs.split(step), strict=True)
 
 
 def _norm_pool(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, pool: tuple | None):
