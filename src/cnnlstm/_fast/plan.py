@@ -1,8 +1,10 @@
 """How to run a per-frame module over a batch of folded frames fast: :func:`plan_for`, the one entry of ``_fast``.
 
 On the CPU, image frames ``(B, C, H, W)`` run in ``channels_last`` memory format (the frames are converted; the
-module's weights are left as they are). Training runs all frames in one call, each BatchNorm2d - ReLU - MaxPool2d
-run of a plain chain as one autograd step that keeps less for backward (:mod:`.train_block`). Inference runs a few
+module's weights are left as they are). Training a plain chain in a process whose glibc keeps its default
+settings runs it chunk by chunk, so its activations stay in glibc's heap from step to step (:mod:`.chunked_train`);
+elsewhere it runs all frames in one call, each BatchNorm2d - ReLU - MaxPool2d run as one autograd step that keeps
+less for backward (:mod:`.train_block`). Either way BatchNorm sees the whole batch. Inference runs a few
 frames at a time through an inference copy of the module: BatchNorm folded into the convolutions (:mod:`.fold`),
 ``channels_last``, and without gradients its leading convolution chain on oneDNN's blocked tensors
 (:mod:`.onednn`); the copy is rebuilt when a weight or statistic of the module changes. Under export, tracing or
@@ -17,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .alloc import hint_untuned_training, untuned
+from .alloc import hint_untuned_training, raise_heap_threshold, untuned
 from .chunked_train import ChunkedChain
 from .fold import folded_copy
 from .onednn import OneDNNPrefix, bf16_native
@@ -176,4 +178,5 @@ def plan_for(module: nn.Module, frames: torch.Tensor, chunk_size: int | None = N
         return run if module.training else _chunked(run, chunk)
     if hooked or any(m.training for m in module.modules()):
         return _chunked(_channels_last(module), chunk)  # hooks must fire; a module in training mode stays so
+    raise_heap_threshold()  # the calls' buffers (a few frames each) then stay in glibc's heap
     return _chunked(_inference(module), chunk)
