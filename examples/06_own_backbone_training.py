@@ -1,5 +1,6 @@
-"""Your own CNN in your own training loop: cnnlstm infers every size, runs the backbone fast, and keeps the
-allocator from faulting each step's activations in again once you ask it to.
+"""Your own CNN in your own training loop: cnnlstm infers every size and runs the backbone fast. In a plain
+python a chain of standard modules trains chunk by chunk, so glibc keeps each step's activations for the next;
+``cnnlstm.tune_malloc()`` (opt-in) lets the whole batch run in one call, a little faster still.
 
 Run: python examples/06_own_backbone_training.py   (or: cnnlstm run examples/06_own_backbone_training.py)
 """
@@ -12,7 +13,7 @@ from torch import nn
 import cnnlstm
 from cnnlstm.precision import resolve_precision
 
-tuned = cnnlstm.tune_malloc()  # first thing: glibc keeps freed memory for the next step (False: already tuned)
+tuned = cnnlstm.tune_malloc()  # optional, first thing: glibc keeps freed memory (False: already tuned)
 
 
 class Residual(nn.Module):
@@ -26,7 +27,7 @@ class Residual(nn.Module):
         return torch.relu(x + self.body(x))
 
 
-# frames (B, 3, H, W) -> maps (B, 32, H/4, W/4); chains of standard modules get cnnlstm's fused training blocks
+# frames (B, 3, H, W) -> maps (B, 32, H/4, W/4); chains of standard modules get cnnlstm's training paths
 backbone = nn.Sequential(
     nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.MaxPool2d(2),
     Residual(16),
