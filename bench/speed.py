@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -92,15 +93,19 @@ WARM_INFER = 2  # untimed inference calls per process: the first builds the fold
 TIMED_INFER = 5  # timed inference calls per process
 
 
-def timed(f, warm: int, n: int) -> list[float]:
-    """Seconds of each of ``n`` calls of ``f`` after ``warm`` untimed ones."""
+def timed(f, warm: int, n: int, faults: list | None = None) -> list[float]:
+    """Seconds of each of ``n`` calls of ``f`` after ``warm`` untimed ones; each timed call's minor page faults
+    appended to ``faults`` when given (memory the allocator mapped or handed back and touched again)."""
     for _ in range(warm):
         f()
     times = []
     for _ in range(n):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0 = time.perf_counter()
         f()
         times.append(time.perf_counter() - t0)
+        if faults is not None:
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     return times
 
 
@@ -130,10 +135,11 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
         cast = model.autocast("auto")
     x = torch.randn(batch, 16, 3, 112, 112)
     y = torch.zeros(batch, dtype=torch.long)
+    faults: list[int] = []
     if what == "infer":
         model.eval()
         with torch.inference_mode(), cast:  # model.autocast("bf16") is this autocast
-            times = timed(lambda: model(x), WARM_INFER, repeats)
+            times = timed(lambda: model(x), WARM_INFER, repeats, faults)
     else:
         model.train()
         opt = torch.optim.Adam(model.parameters())
@@ -145,13 +151,14 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
             loss.backward()
             opt.step()
 
-        times = timed(step, WARM_TRAIN, repeats)
+        times = timed(step, WARM_TRAIN, repeats, faults)
     # PyTorch's LSTM keeps two bias vectors (b_ih + b_hh) where Keras keeps their sum: count one, as Keras does
     trainable = sum(p.numel() for n, p in model.named_parameters() if "bias_hh" not in n)
     return {
         "times": times,
         "trainable": trainable,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "faults": faults,
     }
 
 
@@ -329,15 +336,18 @@ def main() -> None:
                 clips = [batch / t for one in got[impl] for t in one["times"]]
                 rss = max(one["peak_rss_mb"] for one in got[impl])
                 trainable = got[impl][0]["trainable"]
+                faults = [f for one in got[impl] for f in one.get("faults", [])]  # none from Keras' own venv
                 results[f"{impl} {what} b{batch}"] = {
                     **summary(clips),
                     "allocator": got[impl][0]["allocator"],
                     "trainable": trainable,
                     "peak_rss_mb": rss,
+                    "faults_per_call": statistics.median(faults) if faults else None,
                 }
                 print(
                     f"{impl:<16} {what:<5} batch {batch:>2}: {summary(clips)['median']:7.2f} clips/s "
                     f"(min {min(clips):.2f}, max {max(clips):.2f}, n {len(clips)}), peak RSS {rss:.0f} MB, "
+                    + (f"faults/call {statistics.median(faults):,.0f}, " if faults else "")
                     + (f"trainable {trainable:,}" if trainable else "convolutions only"),
                     flush=True,
                 )
