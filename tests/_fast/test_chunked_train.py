@@ -147,5 +147,8 @@ def test_the_pin_sits_at_the_top_of_the_heap_and_is_kept_there(monkeypatch):
     assert pin is not None and pin.nbytes == alloc.PIN_BYTES
     assert 0 <= alloc._sbrk()(0) - (pin.data_ptr() + pin.nbytes) < alloc.TOP_SLACK  # nothing above it but slack
     assert alloc.top_pin(pin) is pin  # still at the top: kept
+    room = torch.empty(alloc.PIN_BYTES, dtype=torch.uint8)
+    assert room.data_ptr() < pin.data_ptr()  # free room under the pin, not the heap grown past it
+    del room
     monkeypatch.setattr(alloc, "untuned", lambda: False)
     assert alloc.top_pin(None) is None  # a tuned process keeps its memory without one
