@@ -105,14 +105,19 @@ def _blocked_dtype(frames: torch.Tensor) -> torch.dtype | None:
 _INFERENCE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, _Inference]] = weakref.WeakKeyDictionary()
 
 
+def _cached(store: weakref.WeakKeyDictionary, module: nn.Module, key: tuple, build: Callable[[], object]):
+    """``store[module]``'s value while its key is ``key``, else ``build()`` kept under ``key``."""
+    hit = store.get(module)
+    if hit is None or hit[0] != key:
+        hit = (key, build())
+        store[module] = hit
+    return hit[1]
+
+
 def _inference(module: nn.Module) -> _Inference:
     """The module's inference copy, built again whenever one of its tensors is replaced or changed in place."""
     key = tuple((id(t), t._version) for t in (*module.parameters(), *module.buffers()))
-    hit = _INFERENCE.get(module)
-    if hit is None or hit[0] != key:
-        hit = (key, _Inference(module))
-        _INFERENCE[module] = hit
-    return hit[1]
+    return _cached(_INFERENCE, module, key, lambda: _Inference(module))
 
 
 def _channels_last(run: Plan) -> Plan:
@@ -142,12 +147,7 @@ _CHAINS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, ChunkedChain]] = weak
 def _chunked_chain(module: nn.Module, chain: list[nn.Module]) -> ChunkedChain:
     """``module``'s :class:`ChunkedChain`, kept while its chain of modules stays the same (it caches the frames
     per chunk for each frame shape)."""
-    key = tuple(map(id, chain))
-    hit = _CHAINS.get(module)
-    if hit is None or hit[0] != key:
-        hit = (key, ChunkedChain(chain))
-        _CHAINS[module] = hit
-    return hit[1]
+    return _cached(_CHAINS, module, tuple(map(id, chain)), lambda: ChunkedChain(chain))
 
 
 def plan_for(module: nn.Module, frames: torch.Tensor, chunk_size: int | None = None) -> Plan:

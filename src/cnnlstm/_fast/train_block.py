@@ -11,6 +11,8 @@ with each BatchNorm2d - ReLU - MaxPool2d run through one of them. Outputs and gr
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
@@ -165,7 +167,9 @@ def _norm_pool_part(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, po
     if x.shape[0] <= step:
         return _norm_pool(x, alpha, beta, pool)[0]
     first = _norm_pool(x[:step], alpha, beta, pool)[0]
-    out = first.new_empty((x.shape[0], *first.shape[1:])).contiguous(memory_format=torch.channels_last)
+    out = torch.empty(
+        (x.shape[0], *first.shape[1:]), dtype=first.dtype, device=first.device, memory_format=torch.channels_last
+    )
     out[:step] = first
     for s in range(step, x.shape[0], step):
         if pool is None:
@@ -257,9 +261,7 @@ def bn_pool_relu(y: torch.Tensor, bn: nn.BatchNorm2d, pool: nn.MaxPool2d) -> tor
 def fusable_batch(bn: nn.BatchNorm2d, shape: torch.Size | tuple) -> bool:
     """False for a batch of ``shape`` ``(B, C, H, W)`` the fused steps leave to BatchNorm itself: an empty one,
     or one value per channel in training (BatchNorm's own error)."""
-    values = 1
-    for s in shape:
-        values *= s
+    values = math.prod(shape)
     training = bn.training or bn.running_mean is None
     return values > 0 and not (training and values // shape[1] <= 1)
 
@@ -283,10 +285,23 @@ def pool_args(pool: nn.MaxPool2d) -> tuple:
     return _pair(pool.kernel_size), _pair(pool.stride), _pair(pool.padding), _pair(pool.dilation), pool.ceil_mode
 
 
-def _fusable(bn: nn.Module, relu: nn.Module, pool: nn.Module) -> bool:
-    return (
-        type(bn) is nn.BatchNorm2d and type(relu) is nn.ReLU and type(pool) is nn.MaxPool2d and not pool.return_indices
-    )
+def bn_runs(leaves: list[nn.Module], partial: bool) -> list:
+    """``leaves`` as steps: each BatchNorm2d with the ReLU and MaxPool2d that follow it as one tuple
+    ``(bn, pool or None, relu: bool)``, every other module as itself. With ``partial`` False only whole
+    BatchNorm2d - ReLU - MaxPool2d runs are grouped; with True a BatchNorm2d alone, or followed by ReLU, is too."""
+    steps: list = []
+    i = 0
+    while i < len(leaves):
+        bn, relu, pool = (*leaves[i : i + 3], None, None)[:3]
+        relu_ok = type(relu) is nn.ReLU
+        pool_ok = relu_ok and type(pool) is nn.MaxPool2d and not pool.return_indices
+        if type(bn) is nn.BatchNorm2d and (partial or pool_ok):
+            steps.append((bn, pool if pool_ok else None, relu_ok))
+            i += 1 + relu_ok + pool_ok
+        else:
+            steps.append(leaves[i])
+            i += 1
+    return steps
 
 
 class FusedChain:
@@ -298,22 +313,14 @@ class FusedChain:
     """
 
     def __init__(self, leaves: list[nn.Module]):
-        self.steps: list = []
-        i = 0
-        while i < len(leaves):
-            if i + 3 <= len(leaves) and _fusable(*leaves[i : i + 3]):
-                self.steps.append((leaves[i], leaves[i + 2]))
-                i += 3
-            else:
-                self.steps.append(leaves[i])
-                i += 1
+        self.steps = bn_runs(leaves, partial=False)
 
     @staticmethod
     def applies(leaves: list[nn.Module]) -> bool:
         """True when ``leaves`` hold a BatchNorm2d - ReLU - MaxPool2d run."""
-        return any(_fusable(*leaves[i : i + 3]) for i in range(len(leaves) - 2))
+        return any(isinstance(step, tuple) for step in bn_runs(leaves, partial=False))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         for step in self.steps:
-            x = bn_pool_relu(x, *step) if isinstance(step, tuple) else step(x)
+            x = bn_pool_relu(x, step[0], step[1]) if isinstance(step, tuple) else step(x)
         return x
