@@ -66,6 +66,39 @@ def convs_only(batch: int, chunk: int = 4):
     return run
 
 
+def convs_train(batch: int, chunk: int = 8):
+    """A callable that runs only the reference model's four convolutions forward and backward, as a training step
+    needs them (the input gradient of every layer but the first, every weight gradient), on ``batch`` clips of 16
+    frames, ``chunk`` frames per call on dense channels-last tensors as PyTorch trains them (BatchNorm, ReLU,
+    pooling, the LSTM and the optimizer left out): bench/speed.py times it as the training row ``conv-ceiling``,
+    the float32 ceiling of a training step of any implementation on these kernels."""
+    from cnnlstm._fast.alloc import raise_heap_threshold
+
+    raise_heap_threshold()  # chunk-sized buffers stay in glibc's heap, as in cnnlstm's chunked training
+    cl = torch.channels_last
+    layers = [
+        (
+            torch.randn(chunk, c_in, size, size).contiguous(memory_format=cl),
+            torch.randn(c_out, c_in, 3, 3).contiguous(memory_format=cl),
+            torch.randn(chunk, c_out, size, size).contiguous(memory_format=cl),
+            i > 0,
+        )
+        for i, (c_in, c_out, size) in enumerate(BLOCKS)
+    ]
+    calls = -(-batch * FRAMES // chunk)
+    pad, stride, dil, groups = ARGS
+
+    def run() -> None:
+        for x, w, gy, input_grad in layers:
+            for _ in range(calls):
+                torch.ops.aten.convolution(x, w, None, stride, pad, dil, False, [0, 0], groups)
+                torch.ops.aten.convolution_backward(
+                    gy, x, w, None, stride, pad, dil, False, [0, 0], groups, [input_grad, True, False]
+                )
+
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)

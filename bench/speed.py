@@ -11,13 +11,14 @@ preloaded where cnnlstm[fast] installed it, and with glibc's mmap and trim thres
 command runs without it);
 plain PyTorch with frames folded into the batch; plain PyTorch with a Python loop over
 frames; Keras 3 on TensorFlow with TimeDistributed(CNN) + LSTM (in its own virtual environment, bench/.venv-keras,
-made by this script). Inference also times the row conv-ceiling: the model's four convolutions alone, as cnnlstm's
-inference path runs them (bench/conv_ceiling.py), the float32 ceiling of any implementation, measured in the same
-rounds as the models. Each measurement is a fresh process: inference WARM_INFER untimed calls, then TIMED_INFER
-timed ones; training WARM_TRAIN untimed steps, then TIMED_TRAIN timed ones (the same for Keras), so peak memory is the
-process's own, and the repetitions are interleaved: round r runs every implementation once, so a slow spell of
-the machine spreads over all of them rather than landing on one. Parameters are
-compared as Keras counts them: PyTorch's LSTM has a second, redundant bias vector (b_ih + b_hh is Keras' one
+made by this script). The row conv-ceiling times the model's four convolutions alone, as cnnlstm's inference path
+runs them and, for training, forward and backward as PyTorch trains them, 8 frames a call (bench/conv_ceiling.py):
+the float32 ceiling of any implementation on these kernels, measured in the same rounds as the models. Each
+measurement is a fresh process: inference WARM_INFER untimed calls, then TIMED_INFER timed ones; training
+WARM_TRAIN untimed steps, then TIMED_TRAIN timed ones (the same for Keras), so peak memory is the process's own, and
+the repetitions are interleaved: round r runs every implementation once, so a slow spell of the machine spreads over
+all of them rather than landing on one. Parameters are compared as Keras counts them: PyTorch's LSTM has a second,
+redundant bias vector (b_ih + b_hh is Keras' one
 bias), which is left out of the count.
 """
 
@@ -85,9 +86,11 @@ def build(impl: str):
     return {"plain-folded": Folded, "plain-loop": Loop}[impl]()
 
 
-# untimed training steps first: oneDNN primitives, Adam's state and the allocator's heap are built (step
-# times were seen to fall until the 4th-5th step with glibc's raised thresholds, from the 2nd with mimalloc)
-WARM_TRAIN = 3
+# untimed training steps first: oneDNN primitives, Adam's state and the allocator's heap are built. Training runs
+# thousands of steps, so the timed ones are the steady state's: in plain python (glibc) the chunked path's steps
+# sped up until the 4th-5th (clips/s at batch 8 step by step: 4.5, 13.2, 14.7, 15.8, 15.8, 16.5, then flat),
+# the command's (mimalloc) from the 2nd, Keras' from the 2nd
+WARM_TRAIN = 6
 TIMED_TRAIN = 3  # timed training steps per process
 WARM_INFER = 2  # untimed inference calls per process: the first builds the folded copy and traces Keras' graph
 TIMED_INFER = 5  # timed inference calls per process
@@ -115,10 +118,11 @@ def run_torch(impl: str, what: str, batch: int, repeats: int) -> dict:
     import torch
 
     if impl == "conv-ceiling":  # the four convolutions alone: the float32 ceiling, timed like a model
-        from conv_ceiling import convs_only
+        from conv_ceiling import convs_only, convs_train
 
+        run, warm = (convs_only(batch), WARM_INFER) if what == "infer" else (convs_train(batch), WARM_TRAIN)
         return {
-            "times": timed(convs_only(batch), WARM_INFER, repeats),
+            "times": timed(run, warm, repeats),
             "trainable": None,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
@@ -320,8 +324,7 @@ def main() -> None:
     for batch in [int(b) for b in args.batches.split(",")]:
         for what in ("infer", "train"):
             reps = args.repeats if what == "infer" else max(2, args.repeats // 2)
-            # the ceiling and precision="auto" are for inference
-            todo = [i for i in impls if what == "infer" or i not in ("conv-ceiling", "cnnlstm-cmd-auto")]
+            todo = [i for i in impls if what == "infer" or i != "cnnlstm-cmd-auto"]  # "auto": an inference setting
             got: dict[str, list[dict]] = {impl: [] for impl in todo}
             # interleaved: round r times each implementation once, in a fresh process (warmed up, then timed
             # steps), starting one place further each round, so a slow spell of the machine spreads over all
