@@ -1,6 +1,7 @@
 """Training in chunks (a plain glibc process's training path): no tensor of a step larger than a chunk's, chunks
 sized by the chain's largest activation."""
 
+import copy
 import json
 import os
 import subprocess
@@ -57,6 +58,27 @@ def test_a_training_step_in_chunks_makes_no_tensor_larger_than_a_chunk(chunks, m
         assert largest.bytes <= max(4 * frame, x.nbytes)  # the frames themselves are the caller's
     else:
         assert largest.bytes >= 24 * frame  # the whole batch's activations: what the chunks avoid
+
+
+def test_chunks_convert_a_convolutions_weight_once_a_step(monkeypatch):
+    monkeypatch.setattr("cnnlstm._fast.plan.untuned", lambda: True)
+    monkeypatch.setattr(ct, "CHUNK_TRAIN_BYTES", 4 * 16 * 32 * 32 * 4)  # 4 frames a chunk: 6 chunks
+    monkeypatch.setattr(alloc, "top_pin", lambda pin: None)
+    cnn = _backbone().train()
+    cnn[7] = nn.Identity()  # no dropout: the gradients are compared below
+    exact = copy.deepcopy(cnn).double()  # the reference: float64 (float32's own rounding here is ~5e-4)
+    x = torch.randn(24, 3, 32, 32)
+    weights = torch.randn(24, 8)  # a loss whose gradient BatchNorm does not cancel (a plain sum's it does)
+    with torch.profiler.profile(record_shapes=True) as prof:  # sees the copies made inside convolution's kernels
+        out = plan_for(cnn, x)(x)
+        (out * weights).sum().backward()
+    shape = list(cnn[4].weight.shape)
+    copies = [e for e in prof.events() if e.name == "aten::copy_" and e.input_shapes and e.input_shapes[0] == shape]
+    # 6 chunks: the weight to channels-last once in forward (converted once a chunk, in forward and in backward,
+    # this was 20 copies), one copy of each chunk's weight gradient inside convolution's backward, a few more
+    assert 1 <= len(copies) <= 6 + 3, len(copies)
+    (exact(x.double()) * weights.double()).sum().backward()
+    torch.testing.assert_close(cnn[4].weight.grad, exact[4].weight.grad.float(), rtol=0, atol=5e-5)
 
 
 def test_chunks_are_sized_by_the_largest_activation_of_a_frame(monkeypatch):
