@@ -2,11 +2,14 @@
 BatchNorm, oneDNN, train and eval; and the caller's module is left as it was."""
 
 import copy
+import sys
 
 import pytest
 import torch
 
 import cnnlstm as cl
+import cnnlstm._fast.alloc as alloc
+import cnnlstm._fast.plan as plan
 from cnnlstm._fast.plan import auto_chunk, plan_for
 
 
@@ -213,3 +216,21 @@ def test_bf16_inference_runs_the_blocked_prefix_in_bfloat16_close_to_the_dense_p
     with torch.inference_mode():
         model(x)  # float32 again outside autocast
     assert seen[-1] == torch.float32
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
+@pytest.mark.parametrize("glibc_untuned", [True, False])
+def test_inference_holds_a_block_at_the_heap_top_in_an_untuned_process(glibc_untuned, monkeypatch):
+    monkeypatch.setattr(alloc, "untuned", lambda: glibc_untuned)
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2)).eval()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.inference_mode():
+        plan_for(cnn, x)(x)
+        pin = plan._INFERENCE[cnn][1].pin
+        if not glibc_untuned:  # a tuned allocator keeps freed memory itself
+            assert pin is None
+            return
+        # above the call's buffers, so freeing them leaves no free top for glibc to trim (and fault in again)
+        assert pin is not None and 0 <= alloc._sbrk()(0) - (pin.data_ptr() + pin.nbytes) < alloc.TOP_SLACK
+        plan_for(cnn, x)(x)
+        assert plan._INFERENCE[cnn][1].pin is pin  # still at the top: kept from call to call

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .alloc import hint_untuned_training, raise_heap_threshold, untuned
+from .alloc import hint_untuned_training, raise_heap_threshold, top_pin, untuned
 from .chunked_train import ChunkedChain
 from .fold import folded_copy
 from .onednn import OneDNNPrefix, bf16_native
@@ -82,6 +82,7 @@ class _Inference:
             chain = leaves(self.copy)
             self.onednn = OneDNNPrefix(chain) if chain and OneDNNPrefix.applies(chain) else None
             self.chain = chain
+        self.pin = None  # a block held at glibc's heap top between calls (untuned processes)
 
     def __call__(self, frames: torch.Tensor):
         dtype = _blocked_dtype(frames)
@@ -124,12 +125,19 @@ def _channels_last(run: Plan) -> Plan:
     return lambda frames: run(frames.contiguous(memory_format=torch.channels_last))
 
 
-def _chunked(run: Plan, chunk: int) -> Plan:
+def _chunked(run: Plan, chunk: int, pinned: _Inference | None = None) -> Plan:
+    """``run`` on ``chunk`` frames at a time, the outputs put together. With ``pinned``, a block is kept at glibc's
+    heap top above the call's buffers (:func:`.alloc.top_pin`, in ``pinned.pin``) before they are freed."""
+
     def plan(frames: torch.Tensor):
         parts = [run(c) for c in frames.split(chunk)]
         if len(parts) == 1 or not all(isinstance(p, torch.Tensor) for p in parts):
-            return parts[0]  # one chunk, or not a tensor: the caller judges the module's output
-        return torch.cat(parts, dim=0)  # (B, *out)
+            out = parts[0]  # one chunk, or not a tensor: the caller judges the module's output
+        else:
+            out = torch.cat(parts, dim=0)  # (B, *out)
+        if pinned is not None:
+            pinned.pin = top_pin(pinned.pin)
+        return out
 
     return plan
 
@@ -179,4 +187,5 @@ def plan_for(module: nn.Module, frames: torch.Tensor, chunk_size: int | None = N
     if hooked or any(m.training for m in module.modules()):
         return _chunked(_channels_last(module), chunk)  # hooks must fire; a module in training mode stays so
     raise_heap_threshold()  # the calls' buffers (a few frames each) then stay in glibc's heap
-    return _chunked(_inference(module), chunk)
+    run = _inference(module)
+    return _chunked(run, chunk, pinned=run)  # the put-together output, freed at the heap's top, is not trimmed
