@@ -8,7 +8,9 @@ a chunk of frames per call, for several chunk sizes. Repetitions are interleaved
 chunk once); the median of each is kept. The ceiling is the clips/s that the convolutions alone allow, 16
 frames per clip at the best chunk size per block, with everything else (pooling, ReLU, LSTM) free: an
 implementation of the same model cannot go faster in float32 without faster convolutions. bench/speed.py
-gives what Keras and cnnlstm reach, for the ratio this ceiling allows.
+gives what Keras and cnnlstm reach, for the ratio this ceiling allows, and times the training ceiling
+(:func:`convs_train`: forward and backward of the four convolutions, 8 frames a call, the best of 8-128 here)
+in the same rounds.
 """
 
 from __future__ import annotations
