@@ -6,8 +6,10 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 
 from cnnlstm import SmallCNN, TimeDistributed
+from cnnlstm._fast import train_block
 from cnnlstm._fast.plan import plan_for
 from cnnlstm.layers.time_distributed import freeze_batchnorm
 
@@ -186,3 +188,15 @@ def test_fused_training_block_keeps_batchnorms_errors_and_empty_batches():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         _fast(block, torch.randn(1, 3, 1, 1))
     assert _fast(block, torch.randn(0, 3, 8, 8)).shape == (0, 4, 8, 8)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9)])
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool2d(3, stride=2, padding=1)], ids=["halving", "3x3"])
+def test_forward_pooling_without_indices_equals_max_pool(size, pool):
+    torch.manual_seed(0)
+    z = torch.randn(2, 4, *size).contiguous(memory_format=torch.channels_last)
+    z[0, 1, 0, 0], z[1, 2, 3, 3], z[1, 3] = float("nan"), float("-inf"), 0.0  # NaN wins, as in max_pool2d; ties
+    ref = torch.nn.functional.max_pool2d(z, pool.kernel_size, pool.stride, pool.padding)
+    out = torch.full(ref.shape, 7.0).contiguous(memory_format=torch.channels_last)
+    train_block._max_pool(z, train_block.pool_args(pool), out)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
