@@ -11,6 +11,7 @@ with each BatchNorm2d - ReLU - MaxPool2d run through one of them. Outputs and gr
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -104,17 +105,10 @@ class PartsBatchNorm(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, *grads):
         mean, invstd, alpha, beta, *parts = ctx.saved_tensors
-        grads = [torch.zeros_like(o) if g is None else g for o, g in zip(_out_like(parts, ctx), grads, strict=True)]
+        # an output without a gradient gets zeros from autograd itself (a Function's grads are materialized)
         gxs = [torch.empty_like(p) for p in parts]
         gw, gb = norm_backward(parts, grads, gxs, (mean, invstd, alpha, beta), ctx.training, ctx.pool, ctx.relu)
         return *_needed(ctx, 0, gw, gb), None, None, None, None, None, None, None, *gxs
-
-
-def _out_like(parts, ctx) -> list[torch.Tensor]:
-    """Stand-ins with the outputs' shapes (for outputs that got no gradient): meta tensors, nothing allocated."""
-    if ctx.pool is None:
-        return [p.to("meta") for p in parts]
-    return [torch.ops.aten.max_pool2d_with_indices(p.to("meta"), *ctx.pool)[0] for p in parts]
 
 
 def _needed(ctx, first: int, gw: torch.Tensor, gb: torch.Tensor) -> tuple:
@@ -165,14 +159,23 @@ def _norm_pool_part(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, po
     """A part ``(b, C, H, W)`` normalized and max-pooled (as :func:`_norm_pool`, without indices), made
     ``CHUNK_BYTES`` of it at a time (in cache) into one channels-last tensor ``(b, C, H', W')``."""
     step = _chunk(x)
-    shape = x.shape if pool is None else torch.ops.aten.max_pool2d_with_indices(x[:1].to("meta"), *pool)[0].shape
-    out = torch.empty((x.shape[0], *shape[1:]), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    shape = (x.shape[0], *_pooled(tuple(x.shape[1:]), pool))
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     for s in range(0, x.shape[0], step):
         if pool is None:
             torch.addcmul(beta, x[s : s + step], alpha, out=out[s : s + step])
         else:  # the normalized chunk in cache, pooled straight into the part's output
             _max_pool(torch.addcmul(beta, x[s : s + step], alpha), pool, out[s : s + step])
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _pooled(frame: tuple, pool: tuple | None) -> tuple:
+    """A frame's shape ``(C, H, W)`` after ``pool`` (max-pool's arguments; None: unchanged) ``(C, H', W')``, from
+    a dry run on ``meta`` once per shape (a dry run per call cost ~55 us, a part of every training step)."""
+    if pool is None:
+        return frame
+    return tuple(torch.ops.aten.max_pool2d_with_indices(torch.empty(1, *frame, device="meta"), *pool)[0].shape[1:])
 
 
 HALVING = ((2, 2), (2, 2), (0, 0), (1, 1), False)  # pool_args of nn.MaxPool2d(2)
