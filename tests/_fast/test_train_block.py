@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from cnnlstm import SmallCNN, TimeDistributed
-from cnnlstm._fast import train_block
+from cnnlstm._fast import pool_kernels, train_block
 from cnnlstm._fast.plan import plan_for
 from cnnlstm.layers.time_distributed import freeze_batchnorm
 
@@ -65,7 +65,9 @@ _BN_CASES = {
     ("case", "frozen"),
     [(c, False) for c in _BN_CASES] + [(c, True) for c in _BN_CASES if c != "no-stats"],  # eval BN needs stats
 )
-def test_fused_training_block_equals_the_plain_chain(case, frozen, size, training_path):
+@pytest.mark.parametrize("kernels", [True, False], ids=["numba", "pytorch"])  # pool_kernels, or PyTorch's ops
+def test_fused_training_block_equals_the_plain_chain(case, frozen, size, training_path, kernels, monkeypatch):
+    monkeypatch.setattr(pool_kernels, "ENABLED", kernels)
     block = _block(6, **_BN_CASES[case])
     bn = block[1]
     if bn.affine:

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
+from . import pool_kernels
+
 __all__ = ["CHUNK_BYTES", "BatchNormPoolReLU", "ChunkedBatchNormPoolReLU", "FusedChain", "bn_pool_relu"]
 
 CHUNK_BYTES = 4 << 20  # frames per chunk of ChunkedBatchNormPoolReLU: about this much of its input (in cache)
@@ -68,7 +70,7 @@ class ChunkedBatchNormPoolReLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps, pool):
         stats = norm_stats([x], weight, bias, running_mean, running_var, training, momentum, eps)
-        step = _chunk(x)
+        step = max(1, x.shape[0]) if _kernel_pool([x], pool, True) else _chunk(x)  # a kernel's one pass: no chunks
         parts = norm_forward(x.split(step), stats, pool, relu=True)
         # not saved: backward recomputes the pooled values, so in-place ops on the output stay legal
         ctx.save_for_backward(x, *stats)
@@ -149,10 +151,18 @@ def _batch_stats(parts, running_mean, running_var, momentum: float):
 def norm_forward(parts, stats, pool: tuple | None, relu: bool) -> list[torch.Tensor]:
     """Each part ``(b, C, H, W)`` normalized (``stats`` from :func:`norm_stats`), max-pooled (``pool``:
     max-pool's arguments, or None) and, if ``relu``, through ReLU: ``(b, C, H', W')`` each."""
+    if _kernel_pool(parts, pool, relu):
+        return [pool_kernels.norm_pool_relu(p, stats[2], stats[3]) for p in parts]
     outs = [_norm_pool_part(p, stats[2], stats[3], pool) for p in parts]
     for o in outs if relu else ():
         o.relu_()
     return outs
+
+
+def _kernel_pool(parts, pool: tuple | None, relu: bool) -> bool:
+    """True when :mod:`.pool_kernels` run BatchNorm - 2x2 max-pool - ReLU on ``parts`` (float32 channels-last,
+    numba present), in one pass forward and two backward."""
+    return relu and pool is not None and tuple(pool) == HALVING and all(pool_kernels.takes(p) for p in parts)
 
 
 def _norm_pool_part(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, pool: tuple | None) -> torch.Tensor:
@@ -204,6 +214,8 @@ def norm_backward(parts, grads, gxs, stats, training: bool, pool: tuple | None, 
     (PyTorch's own BatchNorm backward kernel, asked for the weight and bias gradients only).
     """
     mean, invstd, alpha, beta = stats
+    if _kernel_pool(parts, pool, relu):
+        return _kernel_backward(parts, grads, gxs, stats, training)
     gw = parts[0].new_zeros(parts[0].shape[1])  # sum(gz · x̂), x̂ = (x - mean) · invstd
     s1 = parts[0].new_zeros(parts[0].shape[1])  # sum(gz)
     for xs, g, gs in _in_cache(parts, grads, gxs):
@@ -230,6 +242,28 @@ def norm_backward(parts, grads, gxs, stats, training: bool, pool: tuple | None, 
         else:
             gs.mul_(alpha)
     return gw, s1  # d/dweight = sum(gz · x̂), d/dbias = sum(gz)
+
+
+def _kernel_backward(parts, grads, gxs, stats, training: bool):
+    """:func:`norm_backward` by :mod:`.pool_kernels`: the two sums per channel over all parts (one pass), then each
+    part's input gradient in closed form (a second pass), written into ``gxs``."""
+    mean, invstd, alpha, beta = stats
+    s1 = s2 = 0
+    for xs, g in zip(parts, grads, strict=True):
+        p1, p2 = pool_kernels.grad_sums(xs, g, alpha, beta, mean)
+        s1, s2 = s1 + p1, s2 + p2
+    gw = (s2 * invstd.double()).to(parts[0].dtype)  # sum(gz · x̂)
+    gb = s1.to(parts[0].dtype)  # sum(gz)
+    a = alpha.view(-1)
+    if training:  # gx = a·gz + b·x + c: x moves the batch statistics too
+        m = sum(p.numel() for p in parts) // parts[0].shape[1]
+        b = -a * invstd * gw / m
+        c = -a * gb / m - b * mean
+    else:
+        b = c = torch.zeros_like(a)
+    for xs, g, gs in zip(parts, grads, gxs, strict=True):
+        pool_kernels.grad_input(xs, g, alpha, beta, a, b, c, out=gs)
+    return gw, gb
 
 
 def _in_cache(parts, grads, gxs):
