@@ -14,7 +14,7 @@ heap's top must reach before glibc trims it. No setting of the process is change
 Measured (Zen 5, 2 cores, the reference model with a user's chain, a plain ``python``): minor page faults per
 training step at batch 8 from 62,000-83,000 (whole batch) to 0-385 (with :func:`.alloc.top_pin`); training
 1.19x / 1.21x Keras at batch 8 / 32 at the steady state against 0.83x / 0.67x before
-(``bench/results/speed_steady_pin.json``; 1.03x / 1.07x timing the 4th-6th steps, ``speed_chunked.json``).
+(``bench/results/speed_steady_pin.json``; 1.23x / 1.34x with :mod:`.pool_kernels`, ``speed_kernels.json``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ pooled quarter of the values, and each function keeps only what its backward rea
 (bfloat16) frees BatchNorm's output as soon as it is pooled; :class:`ChunkedBatchNormPoolReLU` (float32) keeps
 neither that output nor the indices and recomputes them chunk by chunk. :class:`FusedChain` runs a chain of modules
 with each BatchNorm2d - ReLU - MaxPool2d run through one of them. Outputs and gradients equal the plain chain's
-(to float32 rounding: some sums run in another order).
+(to float32 rounding: some sums run in another order). In float32, a 2x2 stride-2 pool's normalize - pool - ReLU
+and its backward run as :mod:`.pool_kernels` (numba, one pass forward, two backward) where numba is installed.
 """
 
 from __future__ import annotations
