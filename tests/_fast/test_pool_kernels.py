@@ -1,6 +1,8 @@
 """numba's one-pass BatchNorm - 2x2 max-pool - ReLU kernels against PyTorch's own ops: values, the routed gradient
 (first maximum, last NaN), ReLU's backward, floor mode, and the switch back to PyTorch's kernels."""
 
+import os
+
 import pytest
 import torch
 
@@ -103,3 +105,25 @@ def test_switched_off_the_block_runs_pytorchs_kernels(monkeypatch):
     assert len(calls) == 1  # PyTorch's ops, not the kernel
     train_block.norm_forward([x], stats, ((3, 3), (2, 2), (1, 1), (1, 1), False), relu=True)
     assert len(calls) == 1  # another pool: PyTorch's
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_runs_pytorchs_kernels_and_lives():
+    """GNU OpenMP (numba's pool) kills a forked child at its first parallel call; the child falls back."""
+    x = _cl(torch.randn(4, 8, 16, 16))
+    stats = train_block.norm_stats([x], None, None, None, None, True, 0.1, 1e-5)
+    expected = train_block.norm_forward([x], stats, HALVING, relu=True)[0]  # the kernels, in this process
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the same call, then its verdict through the pipe
+        ok = not pool_kernels.available()
+        out = train_block.norm_forward([x], stats, HALVING, relu=True)[0]
+        ok = ok and torch.allclose(out, expected, rtol=0, atol=1e-6)
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    verdict = os.read(read, 1)
+    os.close(read)
+    assert status == 0 and verdict == b"1", (status, verdict)
+    assert pool_kernels.available()  # the parent keeps them

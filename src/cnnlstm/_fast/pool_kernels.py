@@ -20,6 +20,7 @@ else, and every process without numba, runs PyTorch's kernels. :data:`ENABLED` s
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 
 import numpy as np
@@ -40,6 +41,7 @@ def _kernels():
         return None
     try:
         kernels = (_numba_pool.forward, _numba_pool.sums, _numba_pool.grad_input)
+        _owner()
         x = np.ones((1, 2, 2, 1), np.float32)
         g = np.ones((1, 1, 1, 1), np.float32)
         one = np.ones(1, np.float32)
@@ -53,8 +55,17 @@ def _kernels():
 
 
 def available() -> bool:
-    """True when the kernels run in this process (numba importable and compiling them, :data:`ENABLED`)."""
-    return ENABLED and _kernels() is not None
+    """True when the kernels run in this process (numba importable and compiling them, :data:`ENABLED`), and
+    not in a child forked from the process that first ran them: GNU OpenMP, numba's thread pool here, kills
+    such a child at its first parallel call ("fork() called from a process already using GNU OpenMP"), so a
+    forked child runs PyTorch's kernels."""
+    return ENABLED and _kernels() is not None and os.getpid() == _owner()
+
+
+@functools.cache
+def _owner() -> int:
+    """The process that first ran the kernels (:func:`_kernels` runs them once on tiny arrays)."""
+    return os.getpid()
 
 
 def _nhwc(t: torch.Tensor) -> np.ndarray:
