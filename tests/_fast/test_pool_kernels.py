@@ -127,3 +127,19 @@ def test_a_forked_child_runs_pytorchs_kernels_and_lives():
     os.close(read)
     assert status == 0 and verdict == b"1", (status, verdict)
     assert pool_kernels.available()  # the parent keeps them
+
+
+def test_the_kernels_use_pytorchs_thread_count_and_leave_numbas_setting(monkeypatch):
+    import numba
+
+    seen = []
+    monkeypatch.setattr(pool_kernels, "_kernels", lambda: [lambda *a: seen.append(numba.get_num_threads())] * 3)
+    before = numba.get_num_threads()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        pool_kernels.norm_pool_relu(_cl(torch.randn(1, 2, 4, 4)), torch.ones(2), torch.zeros(2))
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [1]
+    assert numba.get_num_threads() == before

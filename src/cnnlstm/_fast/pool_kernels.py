@@ -80,11 +80,17 @@ def _vec(t: torch.Tensor) -> np.ndarray:
     return t.detach().reshape(-1).to(torch.float32).contiguous().numpy()
 
 
-def _threads() -> None:
-    """numba's threads follow PyTorch's setting (``torch.set_num_threads``)."""
+def _call(which: int, *args) -> None:
+    """Kernel ``which`` of :func:`_kernels` on ``args``, on as many of numba's threads as PyTorch uses
+    (``torch.set_num_threads``); the calling thread's own numba setting is restored after."""
     import numba  # imported by _kernels() already
 
+    before = numba.get_num_threads()
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        _kernels()[which](*args)
+    finally:
+        numba.set_num_threads(before)
 
 
 def takes(x: torch.Tensor) -> bool:
@@ -107,8 +113,7 @@ def norm_pool_relu(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> 
     b, c, h, w = x.shape
     out = torch.empty((b, c, h // 2, w // 2), dtype=x.dtype, memory_format=torch.channels_last)
     if out.numel():
-        _threads()
-        _kernels()[0](_nhwc(x), _vec(alpha), _vec(beta), _nhwc(out))
+        _call(0, _nhwc(x), _vec(alpha), _vec(beta), _nhwc(out))
     return out
 
 
@@ -120,8 +125,7 @@ def grad_sums(x, grad, alpha, beta, mean) -> tuple[torch.Tensor, torch.Tensor]:
     rows = g.shape[0] * g.shape[2]
     part = np.zeros((rows, 2, g.shape[1]), np.float32)
     if rows and g.shape[3]:
-        _threads()
-        _kernels()[1](_nhwc(x), _nhwc(g), _vec(alpha), _vec(beta), _vec(mean), part)
+        _call(1, _nhwc(x), _nhwc(g), _vec(alpha), _vec(beta), _vec(mean), part)
     total = torch.from_numpy(part.sum(0, dtype=np.float64))
     return total[0], total[1]
 
@@ -132,6 +136,5 @@ def grad_input(x, grad, alpha, beta, ka, kb, kc, out: torch.Tensor | None = None
     g = grad.contiguous(memory_format=torch.channels_last)
     gx = torch.empty_like(x, memory_format=torch.channels_last) if out is None else out
     if gx.numel():
-        _threads()
-        _kernels()[2](_nhwc(x), _nhwc(g), *map(_vec, (alpha, beta, ka, kb, kc)), _nhwc(gx))
+        _call(2, _nhwc(x), _nhwc(g), *map(_vec, (alpha, beta, ka, kb, kc)), _nhwc(gx))
     return gx
