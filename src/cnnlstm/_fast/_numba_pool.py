@@ -9,7 +9,7 @@ import functools
 import numba
 import numpy as np
 
-__all__ = ["forward", "grad_input", "sums"]
+__all__ = ["forward", "grad_input", "moments", "sums"]
 
 njit = functools.partial(numba.njit, parallel=True, cache=True, nogil=True)
 f32 = np.float32
@@ -97,3 +97,22 @@ def grad_input(x, g, a, b, ka, kb, kc, gx):
             for xx in range(w):
                 for c in range(c_n):
                     gx[n, h - 1, xx, c] = kb[c] * x[n, h - 1, xx, c] + kc[c]
+
+
+@njit
+def moments(x, part):
+    """Per row ``r = n·H + h`` of x ``(B, H, W, C)``: ``part[r, 0] = sum(x)``, ``part[r, 1] = sum(x²)`` over the
+    row's W values of each channel, in float64; part ``(B·H, 2, C)`` float64."""
+    h_n, w_n, c_n = x.shape[1], x.shape[2], x.shape[3]
+    for r in numba.prange(x.shape[0] * h_n):
+        n, h = r // h_n, r % h_n
+        s1 = np.zeros(c_n, np.float64)
+        s2 = np.zeros(c_n, np.float64)
+        for w in range(w_n):
+            for c in range(c_n):
+                v = np.float64(x[n, h, w, c])
+                s1[c] += v
+                s2[c] += v * v
+        for c in range(c_n):
+            part[r, 0, c] = s1[c]
+            part[r, 1, c] = s2[c]

@@ -136,6 +136,13 @@ def norm_stats(parts, weight, bias, running_mean, running_var, training: bool, m
 
 def _batch_stats(parts, running_mean, running_var, momentum: float):
     """Mean and biased variance per channel over all ``parts``, the running statistics (if any) updated."""
+    if all(pool_kernels.takes(p) for p in parts):  # numba: one read of each value, float64 sums
+        s1, s2, n = pool_kernels.batch_moments(parts)
+        mean = s1 / n
+        var = (s2 / n - mean.square()).clamp_min(0)
+        mean, var = mean.to(parts[0].dtype), var.to(parts[0].dtype)
+        _move_running(running_mean, running_var, mean, var, momentum, n)
+        return mean, var
     if len(parts) == 1:
         return torch.batch_norm_update_stats(parts[0], running_mean, running_var, momentum)
     stats = [torch.batch_norm_update_stats(p, None, None, 0.0) for p in parts]  # per chunk, then merged
@@ -143,10 +150,16 @@ def _batch_stats(parts, running_mean, running_var, momentum: float):
     n = sum(counts)
     mean = sum(m * (k / n) for (m, _), k in zip(stats, counts, strict=True))
     var = sum((v + (m - mean).square()) * (k / n) for (m, v), k in zip(stats, counts, strict=True))
-    if running_mean is not None:  # as batch_norm_update_stats moves them: the unbiased variance
+    _move_running(running_mean, running_var, mean, var, momentum, n)
+    return mean, var
+
+
+def _move_running(running_mean, running_var, mean, var, momentum: float, n: int) -> None:
+    """The running statistics (if any) moved by a batch of ``n`` values per channel, as batch_norm_update_stats
+    moves them: by the mean and the unbiased variance."""
+    if running_mean is not None:
         running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
         running_var.mul_(1 - momentum).add_(var, alpha=momentum * n / max(n - 1, 1))
-    return mean, var
 
 
 def norm_forward(parts, stats, pool: tuple | None, relu: bool) -> list[torch.Tensor]:
