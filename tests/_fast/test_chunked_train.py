@@ -157,9 +157,10 @@ def test_training_in_chunks_reuses_its_memory_from_step_to_step():
         return json.loads(out.stdout.strip().splitlines()[-1])["faults"]
 
     whole, chunks = faults("whole"), faults("chunks")
-    # the whole batch faults its activations in again each step (about 100 MB of 4 KiB pages); in chunks, the
-    # step's memory stays in glibc's heap
-    assert whole > 10_000 and chunks < whole / 4, (whole, chunks)  # seen: 15,000-31,800 against 0-2,900
+    # the whole batch faults its big activations in again each step (35-125 MB of 4 KiB pages); in chunks, the
+    # step's memory stays in glibc's heap. Seen: 8,900 a step with numba's pooling kernels (fewer big buffers),
+    # 15,000-31,800 with PyTorch's, against 0-2,900 in chunks
+    assert whole > 4_000 and chunks < whole / 4, (whole, chunks)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
