@@ -262,6 +262,7 @@ def _kernel_backward(parts, grads, gxs, stats, training: bool):
     """:func:`norm_backward` by :mod:`.pool_kernels`: the two sums per channel over all parts (one pass), then each
     part's input gradient in closed form (a second pass), written into ``gxs``."""
     mean, invstd, alpha, beta = stats
+    grads = [g.contiguous(memory_format=torch.channels_last) for g in grads]  # once for both passes
     s1 = s2 = 0
     for xs, g in zip(parts, grads, strict=True):
         p1, p2 = pool_kernels.grad_sums(xs, g, alpha, beta, mean)
