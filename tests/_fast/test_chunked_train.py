@@ -163,15 +163,33 @@ def test_training_in_chunks_reuses_its_memory_from_step_to_step():
     assert whole > 4_000 and chunks < whole / 4, (whole, chunks)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
-def test_the_pin_sits_at_the_top_of_the_heap_and_is_kept_there(monkeypatch):
-    monkeypatch.setattr(alloc, "untuned", lambda: True)
-    pin = alloc.top_pin(None)
-    assert pin is not None and pin.nbytes == alloc.PIN_BYTES
-    assert 0 <= alloc._sbrk()(0) - (pin.data_ptr() + pin.nbytes) < alloc.TOP_SLACK  # nothing above it but slack
-    assert alloc.top_pin(pin) is pin  # still at the top: kept
+_PIN = """
+import json, torch
+import cnnlstm._fast.alloc as alloc
+alloc.untuned = lambda: True
+pin = alloc.top_pin(None)
+got = {"pin": None if pin is None else pin.nbytes}
+if pin is not None:
+    got["gap"] = alloc._sbrk()(0) - (pin.data_ptr() + pin.nbytes)  # what lies above the pin
+    got["kept"] = alloc.top_pin(pin) is pin
     room = torch.empty(alloc.PIN_BYTES, dtype=torch.uint8)
-    assert room.data_ptr() < pin.data_ptr()  # free room under the pin, not the heap grown past it
+    got["room_below"] = room.data_ptr() < pin.data_ptr()
     del room
-    monkeypatch.setattr(alloc, "untuned", lambda: False)
-    assert alloc.top_pin(None) is None  # a tuned process keeps its memory without one
+alloc.untuned = lambda: False
+got["tuned"] = alloc.top_pin(None)
+print(json.dumps(got))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
+def test_the_pin_sits_at_the_top_of_the_heap_and_is_kept_there():
+    # in a fresh process: where the heap's top lies depends on everything the process allocated before, and in
+    # the test run's own process that is whatever the tests before this one left (it failed there once)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "CNNLSTM_", "LD_PRELOAD"))}
+    out = subprocess.run([sys.executable, "-c", _PIN], capture_output=True, text=True, env=env, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["pin"] == alloc.PIN_BYTES
+    assert 0 <= got["gap"] < alloc.TOP_SLACK  # nothing above it but slack
+    assert got["kept"]  # still at the top: kept
+    assert got["room_below"]  # free room under the pin, not the heap grown past it
+    assert got["tuned"] is None  # a tuned process keeps its memory without one
