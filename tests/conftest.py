@@ -64,3 +64,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _in_forked_child(check) -> tuple[int, bytes]:
+    """Runs ``check()`` in a child forked from this process; returns the child's exit status and its verdict,
+    ``b"1"`` when the check returned True (``b"0"`` for False or an exception: the child always leaves through
+    ``os._exit``, never running on into the rest of the test session)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            ok = bool(check())
+        finally:
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    verdict = os.read(read, 1)
+    os.close(read)
+    return status, verdict
+
+
+@pytest.fixture
+def in_forked_child():
+    """:func:`_in_forked_child`: a check run in a forked child, ``(exit status, b"1" | b"0")`` back."""
+    return _in_forked_child

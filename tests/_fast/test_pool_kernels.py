@@ -108,23 +108,17 @@ def test_switched_off_the_block_runs_pytorchs_kernels(monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
-def test_a_forked_child_runs_pytorchs_kernels_and_lives():
+def test_a_forked_child_runs_pytorchs_kernels_and_lives(in_forked_child):
     """GNU OpenMP (numba's pool) kills a forked child at its first parallel call; the child falls back."""
     x = _cl(torch.randn(4, 8, 16, 16))
     stats = train_block.norm_stats([x], None, None, None, None, True, 0.1, 1e-5)
     expected = train_block.norm_forward([x], stats, HALVING, relu=True)[0]  # the kernels, in this process
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: the same call, then its verdict through the pipe
-        ok = not pool_kernels.available()
+
+    def child() -> bool:  # the same call in the child
         out = train_block.norm_forward([x], stats, HALVING, relu=True)[0]
-        ok = ok and torch.allclose(out, expected, rtol=0, atol=1e-6)
-        os.write(write, b"1" if ok else b"0")
-        os._exit(0)
-    os.close(write)
-    _, status = os.waitpid(pid, 0)
-    verdict = os.read(read, 1)
-    os.close(read)
+        return not pool_kernels.available() and torch.allclose(out, expected, rtol=0, atol=1e-6)
+
+    status, verdict = in_forked_child(child)
     assert status == 0 and verdict == b"1", (status, verdict)
     assert pool_kernels.available()  # the parent keeps them
 

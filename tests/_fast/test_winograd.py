@@ -157,26 +157,20 @@ def test_a_kernel_that_fails_falls_back_with_a_warning(monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
-def test_a_forked_child_runs_the_direct_convolutions_and_lives():
+def test_a_forked_child_runs_the_direct_convolutions_and_lives(in_forked_child):
     """GNU OpenMP (numba's pool) kills a forked child at its first parallel call; the child falls back."""
     chain = _chain()
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         expected = plan_for(chain, x)(x)  # the kernels, in this process
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: the same call, then its verdict through the pipe
+
+    def child() -> bool:  # the same call in the child
         torch.set_num_threads(1)  # as DataLoader's workers: PyTorch's own OpenMP pool hangs in a forked child
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            ok = not winograd.available()
-            ok = ok and torch.allclose(plan_for(chain, x)(x), expected, rtol=0, atol=1e-4)
-        os.write(write, b"1" if ok else b"0")
-        os._exit(0)
-    os.close(write)
-    _, status = os.waitpid(pid, 0)
-    verdict = os.read(read, 1)
-    os.close(read)
+            return not winograd.available() and torch.allclose(plan_for(chain, x)(x), expected, rtol=0, atol=1e-4)
+
+    status, verdict = in_forked_child(child)
     assert status == 0 and verdict == b"1", (status, verdict)
     assert winograd.available()  # the parent keeps them
 

@@ -29,6 +29,8 @@ import warnings
 import numpy as np
 import torch
 
+from .threads import numba_owner, numba_threads
+
 __all__ = ["ENABLED", "available", "batch_moments", "grad_input", "grad_sums", "norm_pool_relu"]
 
 ENABLED = True  # False: PyTorch's kernels only (benchmarks compare the two)
@@ -44,7 +46,7 @@ def _kernels():
         return None
     try:
         kernels = (_numba_pool.forward, _numba_pool.sums, _numba_pool.grad_input, _numba_pool.moments)
-        _owner()
+        numba_owner()
         x = np.ones((1, 2, 2, 1), np.float32)
         g = np.ones((1, 1, 1, 1), np.float32)
         one = np.ones(1, np.float32)
@@ -63,13 +65,7 @@ def available() -> bool:
     not in a child forked from the process that first ran them: GNU OpenMP, numba's thread pool here, kills
     such a child at its first parallel call ("fork() called from a process already using GNU OpenMP"), so a
     forked child runs PyTorch's kernels."""
-    return ENABLED and _kernels() is not None and os.getpid() == _owner()
-
-
-@functools.cache
-def _owner() -> int:
-    """The process that first ran the kernels (:func:`_kernels` runs them once on tiny arrays)."""
-    return os.getpid()
+    return ENABLED and _kernels() is not None and os.getpid() == numba_owner()
 
 
 def _nhwc(t: torch.Tensor) -> np.ndarray:
@@ -85,16 +81,9 @@ def _vec(t: torch.Tensor) -> np.ndarray:
 
 
 def _call(which: int, *args) -> None:
-    """Kernel ``which`` of :func:`_kernels` on ``args``, on as many of numba's threads as PyTorch uses
-    (``torch.set_num_threads``); the calling thread's own numba setting is restored after."""
-    import numba  # imported by _kernels() already
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    try:
+    """Kernel ``which`` of :func:`_kernels` on ``args``, on PyTorch's thread count (:func:`.threads.numba_threads`)."""
+    with numba_threads():
         _kernels()[which](*args)
-    finally:
-        numba.set_num_threads(before)
 
 
 def takes(x: torch.Tensor) -> bool:

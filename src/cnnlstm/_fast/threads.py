@@ -26,12 +26,14 @@ step.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["SMALL_STEP_FLOPS", "step_flops", "torch_threads", "training_threads"]
+__all__ = ["SMALL_STEP_FLOPS", "numba_owner", "numba_threads", "step_flops", "torch_threads", "training_threads"]
 
 SMALL_STEP_FLOPS = 100e6  # a training step (forward, backward) under this trains on one thread
 
@@ -81,3 +83,25 @@ def torch_threads(n: int) -> Iterator[None]:
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+@functools.cache
+def numba_owner() -> int:
+    """The process that first readied cnnlstm's numba kernels (any of them). GNU OpenMP, numba's thread pool here,
+    kills a child forked from it at the child's first parallel call ("fork() called from a process already using
+    GNU OpenMP"), so kernels run only where ``os.getpid() == numba_owner()``: a forked child runs PyTorch's ops."""
+    return os.getpid()
+
+
+@contextlib.contextmanager
+def numba_threads() -> Iterator[None]:
+    """numba's kernels inside run on as many threads as PyTorch uses (``torch.set_num_threads``); the calling
+    thread's own numba setting is restored after."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)

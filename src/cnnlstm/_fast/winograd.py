@@ -24,6 +24,8 @@ import warnings
 import torch
 from torch import nn
 
+from .threads import numba_owner, numba_threads
+
 __all__ = ["ENABLED", "MIN_CHANNELS", "WinogradBlock", "available", "eligible"]
 
 ENABLED = True  # False: oneDNN's direct convolutions only
@@ -40,21 +42,15 @@ def _module():
         from . import _numba_winograd
     except ImportError:
         return None
-    _owner()
+    numba_owner()
     return _numba_winograd
-
-
-@functools.cache
-def _owner() -> int:
-    """The process that first imported the kernels: a child forked from it runs oneDNN's (GNU OpenMP, numba's
-    thread pool, kills such a child at its first parallel call)."""
-    return os.getpid()
 
 
 def available() -> bool:
     """True when the kernels run in this process: numba importable, :data:`ENABLED`, not a child forked from the
-    process that first ran them, and no kernel failed to compile here (:func:`failed`)."""
-    return ENABLED and not _failed and _module() is not None and os.getpid() == _owner()
+    process that first readied numba's kernels (:func:`.threads.numba_owner`), and no kernel failed to compile here
+    (:func:`failed`)."""
+    return ENABLED and not _failed and _module() is not None and os.getpid() == numba_owner()
 
 
 def failed(err: Exception) -> None:
@@ -68,8 +64,8 @@ def eligible(conv: nn.Conv2d, pool: tuple) -> bool:
     """True for a float32 conv 3x3, stride 1, padding 1, no dilation, ungrouped, with at least
     :data:`MIN_CHANNELS` input channels, followed by a max-pool of 2x2, stride 2, no padding, floor mode
     (``pool``: :class:`.onednn.OneDNNPrefix`'s arguments ``(kernel, stride, padding, dilation, ceil_mode)``)."""
-    two = lambda v: v in (2, (2, 2), [2, 2])  # noqa: E731
-    kernel, stride, padding, _, ceil = pool
+    two = lambda v: v in (2, (2, 2), [2, 2])  # noqa: E731  (nn.MaxPool2d keeps ints, tuples or lists as given)
+    kernel, stride, padding, _, ceil = pool  # stride: nn.MaxPool2d's, the kernel size when none was given
     return (
         tuple(conv.kernel_size) == (3, 3)
         and tuple(conv.stride) == (1, 1)
@@ -79,7 +75,7 @@ def eligible(conv: nn.Conv2d, pool: tuple) -> bool:
         and conv.in_channels >= MIN_CHANNELS
         and conv.weight.dtype == torch.float32
         and two(kernel)
-        and (stride is None or two(stride) or stride == [])
+        and two(stride)
         and padding in (0, (0, 0), [0, 0])
         and not ceil
     )
@@ -108,7 +104,7 @@ class WinogradBlock:
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         co, ci = weight.shape[:2]
-        g = torch.tensor([[float(v) for v in row] for row in _g()], dtype=torch.float64)
+        g = torch.tensor([[float(v) for v in row] for row in _module().G], dtype=torch.float64)  # (6, 3)
         u = torch.einsum("ik,ockl,jl->ijoc", g, weight.detach().double(), g)  # (6, 6, Co, Ci): G w G^T
         self.weight = u.reshape(36 * co, ci, 1, 1).float().contiguous()  # the 36 GEMMs' as one grouped 1x1 conv
         self.bias = torch.zeros(co) if bias is None else bias.detach().float().contiguous()
@@ -130,23 +126,13 @@ class WinogradBlock:
         return out
 
 
-def _g():
-    return _module().G
-
-
 def run(blocks: list[WinogradBlock], x: torch.Tensor) -> torch.Tensor:
-    """``blocks`` in a row on ``x`` ``(B, C, H, W)`` float32 → ``(B, Co, H', W')`` (a channels-last view), on as
-    many of numba's threads as PyTorch uses; the calling thread's own numba setting is restored after."""
-    import numba
-
+    """``blocks`` in a row on ``x`` ``(B, C, H, W)`` float32 → ``(B, Co, H', W')`` (a channels-last view), on
+    PyTorch's thread count (:func:`.threads.numba_threads`)."""
     h, w = x.shape[-2:]
     y = padded(x)
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    try:
+    with numba_threads():
         for block in blocks:
             y = block(y, h, w)
             h, w = h // 2, w // 2
-    finally:
-        numba.set_num_threads(before)
     return y[:, 1 : h + 1, 1 : w + 1].permute(0, 3, 1, 2)
