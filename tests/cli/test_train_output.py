@@ -52,7 +52,12 @@ def test_ctrl_c_keeps_the_best_model_and_says_how_to_resume(tiny_videos, tmp_pat
     args = [a if a != "2" else "200" for a in TINY] + ["--patience", "0"]
     cmd = [sys.executable, "-m", "cnnlstm.cli", "train", str(tiny_videos), "--out", str(out), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # a Ctrl-C at a terminal: SIGINT at its default in the child even where this test run was started with it
+    # ignored (nohup, a background job), which the child would inherit and Python would keep (a run that went on)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.time() + 120
     while not (out / "checkpoints" / "last.ckpt").is_file() and time.time() < deadline:
         time.sleep(0.2)
