@@ -112,6 +112,21 @@ def test_inference_follows_a_loaded_state_dict():
         torch.testing.assert_close(model(x), _plain(other, x), rtol=0, atol=1e-4)
 
 
+def test_a_model_made_under_inference_mode_runs_and_follows_a_state_dict_loaded_there():
+    """Its tensors keep no version counter (reading one raised), so no inference copy is kept for it: a state
+    dict loaded in place under inference mode reaches the next call."""
+    other = _model(channels=(8,)).eval()
+    torch.nn.init.normal_(other.backbone.module[0].conv.weight)
+    x = torch.randn(2, 3, 3, 32, 32)
+    with torch.inference_mode():
+        model = _model().eval()
+        first = model(x)
+        torch.testing.assert_close(first, _plain(model, x), rtol=0, atol=1e-4)
+        model.load_state_dict(other.state_dict())
+        torch.testing.assert_close(model(x), _plain(other, x), rtol=0, atol=1e-4)
+        assert not torch.allclose(first, model(x))
+
+
 def test_hooks_on_the_backbone_fire_in_every_mode():
     model = _model()
     seen = []

@@ -66,6 +66,13 @@ def _hooked(module: nn.Module) -> bool:
     return any(getattr(m, h) for m in module.modules() for h in hooks)
 
 
+def _inference_tensors(module: nn.Module) -> bool:
+    """True when a parameter or buffer of ``module`` is an inference tensor (made under ``torch.inference_mode``):
+    it keeps no version counter, so a change in place (``load_state_dict`` under inference mode) could not be told
+    from the inference copy's weights, and the module runs as it is."""
+    return any(t.is_inference() for t in (*module.parameters(), *module.buffers()))
+
+
 def _takes(chain: list[nn.Module], frames: torch.Tensor) -> bool:
     """False when the chain's first convolution wants other channels than the frames': the module's own forward
     then runs, to raise its own error."""
@@ -184,7 +191,7 @@ def plan_for(module: nn.Module, frames: torch.Tensor, chunk_size: int | None = N
             run = _channels_last(FusedChain(chain) if chain and FusedChain.applies(chain) else module)
             hint_untuned_training(frames.nbytes)
         return run if module.training else _chunked(run, chunk)
-    if hooked or any(m.training for m in module.modules()):
+    if hooked or any(m.training for m in module.modules()) or _inference_tensors(module):
         return _chunked(_channels_last(module), chunk)  # hooks must fire; a module in training mode stays so
     raise_heap_threshold()  # the calls' buffers (a few frames each) then stay in glibc's heap
     run = _inference(module)
