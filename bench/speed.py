@@ -201,6 +201,12 @@ def float32_peak(repeats: int = 5) -> dict[str, float]:
     return {"matmul_mkl": mm, "conv3x3_onednn": cv, "peak": max(mm, cv)}
 
 
+def cpu(m: dict) -> str:
+    """The processor as :func:`_common.machine` read it: its name, with family and model where lscpu gave them."""
+    fam = f" (family {m['cpu_family']}, model {m.get('cpu_model')})" if "cpu_family" in m else ""
+    return f"{m.get('processor')}{fam}"
+
+
 def chart(result: dict) -> Path:
     """Grouped bars: clips/s of each implementation, inference and training at each batch size."""
     import matplotlib
@@ -225,7 +231,7 @@ def chart(result: dict) -> Path:
     ax.set_ylabel("clips/s (median)")
     m = result["machine"]
     ax.set_title(
-        f"reference model, 16x3x112x112 clips; {m.get('processor')}, {m.get('cores')} cores, torch {m.get('torch')}",
+        f"reference model, 16x3x112x112 clips; {cpu(m)}, {m.get('cores')} cores, torch {m.get('torch')}",
         fontsize=9,
     )
     ax.legend(fontsize=8)
@@ -287,6 +293,8 @@ def main() -> None:
     ap.add_argument(
         "--impls", default=None, help="Only these implementations, comma-separated (e.g. cnnlstm-cmd,keras-tf)."
     )
+    ap.add_argument("--what", default="infer,train", help="infer, train or both (the default), comma-separated.")
+    ap.add_argument("--out", help="Results file name in bench/results (default speed, or speed_subset with --impls).")
     ap.add_argument("--chart-only", action="store_true", help="Redraw speed.png from bench/results/speed.json.")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -322,7 +330,7 @@ def main() -> None:
         impls = [i for i in impls if i in args.impls.split(",")]
     results: dict = {}
     for batch in [int(b) for b in args.batches.split(",")]:
-        for what in ("infer", "train"):
+        for what in [w for w in ("infer", "train") if w in args.what.split(",")]:
             reps = args.repeats if what == "infer" else max(2, args.repeats // 2)
             todo = [i for i in impls if what == "infer" or i != "cnnlstm-cmd-auto"]  # "auto": an inference setting
             got: dict[str, list[dict]] = {impl: [] for impl in todo}
@@ -378,11 +386,11 @@ def main() -> None:
         "results": results,
         "trainable_params": params,
     }
-    save("speed" if not args.impls else "speed_subset", result)
+    save(args.out or ("speed" if not args.impls else "speed_subset"), result)
     if not args.impls:
         print(f"chart: {chart(result)}")
     print(
-        f"processor {result['machine'].get('processor')}, float32 peak {peak:.0f} GFLOP/s (MKL matmul "
+        f"processor {cpu(result['machine'])}, float32 peak {peak:.0f} GFLOP/s (MKL matmul "
         f"{peaks['matmul_mkl']:.0f}, oneDNN 3x3 conv {peaks['conv3x3_onednn']:.0f}), "
         f"{fl['gflop']:.2f} GFLOP per clip forward ({100 * fl['conv_share']:.1f}% in convolutions)"
     )
