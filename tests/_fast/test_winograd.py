@@ -41,6 +41,17 @@ def test_a_block_equals_the_float64_chain(size, co, bias):
     torch.testing.assert_close(got.double(), ref, rtol=0, atol=5e-5)
 
 
+def test_a_block_run_a_frame_at_a_time_equals_it_run_whole(monkeypatch):
+    conv = _conv(32, 48)
+    x = torch.randn(3, 32, 10, 14, generator=torch.Generator().manual_seed(3))
+    block = winograd.WinogradBlock(conv.weight, conv.bias)
+    monkeypatch.setattr(winograd, "STEP_BYTES", None)
+    whole = winograd.run([block], x)
+    monkeypatch.setattr(winograd, "STEP_BYTES", 1)  # one frame per call of the kernels
+    torch.testing.assert_close(winograd.run([block], x), whole, rtol=0, atol=0)
+    torch.testing.assert_close(whole.double(), _reference(x, conv), rtol=0, atol=5e-5)
+
+
 def test_blocks_in_a_row_equal_the_float64_chain():
     convs = [_conv(32, 32, seed=1), _conv(32, 48, seed=2)]
     x = torch.randn(2, 32, 14, 14, generator=torch.Generator().manual_seed(2))
