@@ -21,8 +21,9 @@ def machine() -> dict:
             key, _, val = line.partition(":")
             if key.strip() == "Model name":
                 info["processor"] = val.strip()
-            if key.strip() in ("CPU family", "Model"):  # "AMD EPYC" alone: family 25 is Zen 3/4, 26 Zen 5
-                info["cpu_" + key.strip().split()[-1].lower()] = val.strip()
+            names = {"CPU family": "cpu_family", "Model": "cpu_model"}  # "AMD EPYC" alone: family 25 Zen 3/4, 26 Zen 5
+            if key.strip() in names:
+                info[names[key.strip()]] = val.strip()
             if key.strip() == "Flags":
                 flags = val.split()
                 info["flags"] = [f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma"))]

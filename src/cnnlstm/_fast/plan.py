@@ -192,7 +192,8 @@ def plan_for(module: nn.Module, frames: torch.Tensor, chunk_size: int | None = N
             hint_untuned_training(frames.nbytes)
         return run if module.training else _chunked(run, chunk)
     if hooked or any(m.training for m in module.modules()) or _inference_tensors(module):
-        return _chunked(_channels_last(module), chunk)  # hooks must fire; a module in training mode stays so
+        # hooks must fire; a module in training mode stays so; inference tensors cannot key an inference copy
+        return _chunked(_channels_last(module), chunk)
     raise_heap_threshold()  # the calls' buffers (a few frames each) then stay in glibc's heap
     run = _inference(module)
     return _chunked(run, chunk, pinned=run)  # the put-together output, freed at the heap's top, is not trimmed

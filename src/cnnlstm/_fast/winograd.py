@@ -123,7 +123,8 @@ class WinogradBlock:
         ho, wo = 4 * tiles(h // 2) + 2, 4 * tiles(w // 2) + 2
         out = torch.zeros(b, ho, wo, self.co)
         into, back = kernels.input_transform(self.ci), kernels.output_transform(self.co, wo)
-        step = b if STEP_BYTES is None else max(1, STEP_BYTES // (th * tw * 36 * (self.ci + self.co) * 4))
+        frame_bytes = th * tw * 36 * (self.ci + self.co) * 4  # one frame's float32 transformed tiles and products
+        step = b if STEP_BYTES is None else max(1, STEP_BYTES // frame_bytes)
         for s in range(0, b, step):  # frames per call: the transformed tiles and products about STEP_BYTES
             n = min(step, b - s)
             v = torch.empty(n, th, tw, 36 * self.ci)
