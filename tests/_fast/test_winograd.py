@@ -52,6 +52,68 @@ def test_a_block_run_a_frame_at_a_time_equals_it_run_whole(monkeypatch):
     torch.testing.assert_close(whole.double(), _reference(x, conv), rtol=0, atol=5e-5)
 
 
+def test_the_products_by_bmm_equal_those_by_the_grouped_convolution(monkeypatch):
+    """torch.bmm's products, laid out (36, tiles, Co) for their own output kernel, with a last step shorter than
+    the others (3 frames in steps of 2: its rows past the frames multiplied, never read)."""
+    conv = _conv(32, 32)
+    x = torch.randn(3, 32, 8, 8, generator=torch.Generator().manual_seed(5))
+    monkeypatch.setattr(winograd, "STEP_BYTES", 2 * 2 * 2 * 36 * 64 * 4)  # 2 frames a step: 2x2 tiles each
+    block = winograd.WinogradBlock(conv.weight, conv.bias)
+    got = {}
+    for gemm in winograd.GEMMS:
+        monkeypatch.setattr(winograd, "GEMM", gemm)
+        got[gemm] = winograd.run([block], x)
+    assert not block.chosen  # nothing timed: the way was given
+    torch.testing.assert_close(got["bmm"], got["conv"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(got["bmm"].double(), _reference(x, conv), rtol=0, atol=5e-5)
+
+
+def test_auto_keeps_the_faster_way_for_each_step_shape(monkeypatch):
+    conv = _conv(32, 32)
+    monkeypatch.setattr(winograd, "STEP_BYTES", 2 * 2 * 2 * 36 * 64 * 4)
+    monkeypatch.setattr(winograd, "GEMM", "auto")
+    block = winograd.WinogradBlock(conv.weight, conv.bias)
+    answers, timed = [], []
+
+    def best(ways):  # what the machine's timings would find: each way runs, the answer is given
+        timed.append(sorted(ways))
+        for f in ways.values():
+            f()
+        return answers.pop(0)
+
+    monkeypatch.setattr(winograd, "_best", best)
+    answers += ["bmm", "bmm"]  # bmm's GEMMs alone faster, then its whole steps
+    x = torch.randn(3, 32, 8, 8, generator=torch.Generator().manual_seed(6))
+    got = winograd.run([block], x)
+    assert len(timed) == 2 and block.chosen == {(2, 2, 2, 8, 8): "bmm"}  # timed once, on the first step
+    torch.testing.assert_close(got.double(), _reference(x, conv), rtol=0, atol=5e-5)
+    winograd.run([block], x)
+    assert len(timed) == 2  # kept: not timed again
+    answers += ["conv"]  # the GEMMs alone: conv faster, no whole steps timed
+    y = torch.randn(1, 32, 8, 8, generator=torch.Generator().manual_seed(7))
+    got = winograd.run([block], y)  # another step shape: timed afresh
+    assert len(timed) == 3 and block.chosen[(1, 2, 2, 8, 8)] == "conv"
+    assert timed == [["bmm", "conv"]] * 3
+    torch.testing.assert_close(got.double(), _reference(y, conv), rtol=0, atol=5e-5)
+
+
+def test_the_timing_keeps_the_fastest_way():
+    import time
+
+    ran = []
+    ways = {"slow": lambda: ran.append("slow") or time.sleep(0.01), "fast": lambda: ran.append("fast")}
+    assert winograd._best(ways) == "fast"
+    assert ran.count("slow") == ran.count("fast") == 1 + winograd.TRIALS  # each once untimed, then TRIALS timed
+
+
+def test_the_gemm_setting_comes_from_the_environment():
+    assert winograd.gemm_setting({}) == "auto"
+    assert winograd.gemm_setting({"CNNLSTM_WINOGRAD_GEMM": "bmm"}) == "bmm"
+    with pytest.raises(ValueError, match="CNNLSTM_WINOGRAD_GEMM='fast': use one of auto, conv, bmm"):
+        winograd.gemm_setting({"CNNLSTM_WINOGRAD_GEMM": "fast"})
+    assert winograd.GEMM == "conv"  # as tests/conftest.py set it before the import
+
+
 def test_blocks_in_a_row_equal_the_float64_chain():
     convs = [_conv(32, 32, seed=1), _conv(32, 48, seed=2)]
     x = torch.randn(2, 32, 14, 14, generator=torch.Generator().manual_seed(2))

@@ -2,13 +2,14 @@
 multiplications than oneDNN's direct convolution.
 
 Each 6x6 input tile ``d`` becomes ``B^T d B`` (36 values per channel, numba); the 36 products with the
-transformed weights ``G g G^T`` are 36 GEMMs, run as one grouped 1x1 oneDNN convolution over channels-last tiles
-(MKL's sgemm, behind ``torch.bmm``, ran at 180-200 GFLOP/s on the AMD processor here, oneDNN's convolutions at
-340-470); numba's output transform ``A^T m A`` adds the bias and pools and ReLUs each 4x4 output tile, writing the
-next block's zero-bordered channels-last input. Blocks 2-4 of the reference model on chunks of 4 frames ran
+transformed weights ``G g G^T`` are 36 GEMMs, run either as one grouped 1x1 oneDNN convolution over channels-last
+tiles or as MKL's batched sgemm behind ``torch.bmm``, whichever a block's first step timed faster on this machine
+(:data:`GEMM`); numba's output transform ``A^T m A`` adds the bias and pools and ReLUs each 4x4 output tile, writing
+the next block's zero-bordered channels-last input. Blocks 2-4 of the reference model on chunks of 4 frames ran
 1.21-1.54x as fast as oneDNN's direct convolution, max-pool and ReLU on blocked tensors (Zen 5, 2 threads,
 ``bench/winograd_probe.py``). The results differ from the direct convolution's by float32 rounding in another
-order: within 6.3e-6 of the float64 result where the direct one is within 1.2e-6 (outputs up to 2.7).
+order: within 6.3e-6 of the float64 result where the direct one is within 1.2e-6 (outputs up to 2.7); the two ways
+of running the products differ from each other by the same kind of rounding.
 
 Used by :class:`.onednn.OneDNNPrefix` for blocks whose convolution is 3x3, stride 1, padding 1, ungrouped, with at
 least :data:`MIN_CHANNELS` input channels (the first block's 3 make a GEMM too thin to gain), when numba imports
@@ -19,14 +20,16 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import warnings
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
 from .threads import numba_owner, numba_threads
 
-__all__ = ["ENABLED", "MIN_CHANNELS", "WinogradBlock", "available", "eligible"]
+__all__ = ["ENABLED", "GEMM", "MIN_CHANNELS", "WinogradBlock", "available", "eligible"]
 
 ENABLED = True  # False: oneDNN's direct convolutions only
 # Frames per call of a block's kernels: its transformed tiles and products (36 values per tile and channel, in and
@@ -34,6 +37,27 @@ ENABLED = True  # False: oneDNN's direct convolutions only
 # block 2 runs 2 frames a call (10.8 MB at 4), blocks 3-4 whole 4-frame chunks. Whole inference calls, alternated in
 # one process against the whole chunk (Zen 4, 9 processes, batch 8 and 32): 0.98-1.15x, mean 1.05x; 3 MB was worse.
 STEP_BYTES: int | None = 6 << 20
+# How a block runs its 36 products: "conv" (a grouped 1x1 oneDNN convolution over the tiles, channels-last) or "bmm"
+# (MKL's batched sgemm behind torch.bmm, the products laid out (36, tiles, Co)); "auto" times both on a block's first
+# step of each shape and keeps the faster. Which wins depends on the processor: on Zen 5 oneDNN's convolutions ran
+# 340-470 GFLOP/s and sgemm 180-200; on Zen 4 bmm took 0.68-0.77x conv's time for the reference model's block 4,
+# 0.77-0.94x for block 3, and 1.13-1.21x for block 2 (whole blocks, 4 frames, alternated in one process). The
+# environment's CNNLSTM_WINOGRAD_GEMM sets it for a process and its children: "conv" skips the timing (and the numba
+# compilation, about 10 s per block once, of bmm's output transforms) and runs the same way on every machine.
+GEMMS = ("conv", "bmm")
+
+
+def gemm_setting(environ: Mapping[str, str] = os.environ) -> str:
+    """:data:`GEMM`'s value from ``CNNLSTM_WINOGRAD_GEMM`` in ``environ`` ("auto" without it); a ValueError names
+    any other value."""
+    value = environ.get("CNNLSTM_WINOGRAD_GEMM", "auto")
+    if value not in ("auto", *GEMMS):
+        raise ValueError(f"CNNLSTM_WINOGRAD_GEMM={value!r}: use one of auto, conv, bmm")
+    return value
+
+
+GEMM = gemm_setting()
+TRIALS = 5  # timed runs of each way when "auto" chooses (a step takes about a millisecond)
 MIN_CHANNELS = 32  # input channels from which a block runs here: measured from 32 (32->64 at 56x56) up
 
 
@@ -112,27 +136,74 @@ class WinogradBlock:
         g = torch.tensor([[float(v) for v in row] for row in _module().G], dtype=torch.float64)  # (6, 3)
         u = torch.einsum("ik,ockl,jl->ijoc", g, weight.detach().double(), g)  # (6, 6, Co, Ci): G w G^T
         self.weight = u.reshape(36 * co, ci, 1, 1).float().contiguous()  # the 36 GEMMs' as one grouped 1x1 conv
+        self.matrices = u.reshape(36, co, ci).transpose(1, 2).float().contiguous()  # (36, Ci, Co): as torch.bmm's
+        self.chosen: dict[tuple[int, ...], str] = {}  # (frames per step, tiles, frame size) -> "conv" or "bmm"
         self.bias = torch.zeros(co) if bias is None else bias.detach().float().contiguous()
         self.ci, self.co = ci, co
 
     def __call__(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Args: x ``(B, 4·tiles(h) + 2, 4·tiles(w) + 2, Ci)`` (:func:`padded`, or the previous block's output) for
         frames of ``h`` x ``w``. Returns the next block's input for frames of ``h // 2`` x ``w // 2``."""
-        kernels = _module()
         b, th, tw = x.shape[0], tiles(h), tiles(w)
         ho, wo = 4 * tiles(h // 2) + 2, 4 * tiles(w // 2) + 2
         out = torch.zeros(b, ho, wo, self.co)
-        into, back = kernels.input_transform(self.ci), kernels.output_transform(self.co, wo)
         frame_bytes = th * tw * 36 * (self.ci + self.co) * 4  # one frame's float32 transformed tiles and products
-        step = b if STEP_BYTES is None else max(1, STEP_BYTES // frame_bytes)
+        step = b if STEP_BYTES is None else max(1, min(b, STEP_BYTES // frame_bytes))
+        shape = (step, th, tw, h, w)
+        gemm = GEMM if GEMM != "auto" else self.chosen.get(shape)
         for s in range(0, b, step):  # frames per call: the transformed tiles and products about STEP_BYTES
-            n = min(step, b - s)
-            v = torch.empty(n, th, tw, 36 * self.ci)
-            into(x[s : s + n].view(-1).numpy(), v.view(-1).numpy(), n, x.shape[1], x.shape[2], th, tw)
-            m = torch.conv2d(v.permute(0, 3, 1, 2), self.weight, groups=36)  # (n, 36·Co, th, tw) channels-last
-            m = m.permute(0, 2, 3, 1).contiguous()
-            back(m.view(-1).numpy(), self.bias.numpy(), out[s : s + n].view(-1).numpy(), n, th, tw, h // 2, w // 2, ho)
+            part = (x[s : s + step], out[s : s + step])
+            if gemm is None:
+                gemm = self.chosen[shape] = self._choose(part, shape)
+            self._step(*part, gemm, shape)
         return out
+
+    def _step(self, x: torch.Tensor, out: torch.Tensor, gemm: str, shape: tuple[int, ...]) -> None:
+        """One step of up to ``shape[0]`` frames: x's tiles transformed, multiplied (``gemm``), transformed back into
+        ``out``."""
+        kernels, (step, th, tw, h, w), n = _module(), shape, x.shape[0]
+        ho, wo = out.shape[1:3]
+        if gemm == "bmm":  # products (36, rows, Co): the output kernel's constant rows, a whole step's
+            v = torch.empty(step, th, tw, 36 * self.ci)
+            v[n:].zero_()  # the rows past a last, shorter step: multiplied, never read
+        else:
+            v = torch.empty(n, th, tw, 36 * self.ci)
+        kernels.input_transform(self.ci)(x.view(-1).numpy(), v.view(-1).numpy(), n, x.shape[1], x.shape[2], th, tw)
+        m = self._products(v, gemm)
+        back = kernels.output_transform(self.co, wo, step * th * tw if gemm == "bmm" else None)
+        back(m.view(-1).numpy(), self.bias.numpy(), out.view(-1).numpy(), n, th, tw, h // 2, w // 2, ho)
+
+    def _products(self, v: torch.Tensor, gemm: str) -> torch.Tensor:
+        """The 36 GEMMs on transformed tiles v ``(n, th, tw, 36·Ci)``: ``(36, n·th·tw, Co)`` by ``torch.bmm``, else
+        ``(n, th, tw, 36·Co)`` by a grouped 1x1 convolution."""
+        if gemm == "bmm":
+            return torch.bmm(v.view(-1, 36, self.ci).transpose(0, 1), self.matrices)
+        m = torch.conv2d(v.permute(0, 3, 1, 2), self.weight, groups=36)  # (n, 36·Co, th, tw) channels-last
+        return m.permute(0, 2, 3, 1).contiguous()
+
+    def _choose(self, part: tuple[torch.Tensor, torch.Tensor], shape: tuple[int, ...]) -> str:
+        """The faster way to run the products for steps of ``shape`` on this machine, timed on a first step ``part``
+        (each way's best of :data:`TRIALS`, alternated): the GEMMs alone first, then, where ``torch.bmm``'s were
+        faster, whole steps (its products' layout costs the output transform more; its kernel compiles here)."""
+        step, th, tw = shape[:3]
+        v = torch.zeros(step, th, tw, 36 * self.ci)
+        if _best({g: (lambda g=g: self._products(v, g)) for g in GEMMS}) == "conv":
+            return "conv"
+        return _best({g: (lambda g=g: self._step(*part, g, shape)) for g in GEMMS})
+
+
+def _best(ways: dict[str, Callable[[], object]]) -> str:
+    """The key of the fastest of ``ways``: each run once untimed, then :data:`TRIALS` alternated timed runs, the
+    best of each kept."""
+    for f in ways.values():
+        f()
+    best = dict.fromkeys(ways, float("inf"))
+    for _ in range(TRIALS):
+        for key, f in ways.items():
+            t = time.perf_counter()
+            f()
+            best[key] = min(best[key], time.perf_counter() - t)
+    return min(best, key=best.get)
 
 
 def run(blocks: list[WinogradBlock], x: torch.Tensor) -> torch.Tensor:
