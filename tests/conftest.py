@@ -11,11 +11,6 @@ import os
 import pytest
 import torch
 
-# Winograd's products by oneDNN's grouped convolution in this process and its children: "auto" would time both ways
-# and compile numba's kernels for the other (about 10 s per new block shape on a clean clone). test_winograd.py runs
-# "bmm" and "auto" on purpose.
-os.environ["CNNLSTM_WINOGRAD_GEMM"] = "conv"
-
 from cnnlstm.data.datasets import ClipSpec
 from cnnlstm.data.synthetic import make_moving_digits
 

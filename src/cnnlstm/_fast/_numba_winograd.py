@@ -66,16 +66,18 @@ def input_source(c: int) -> str:
     return "\n".join(lines)
 
 
-def output_source(c: int, wo: int, rows: int | None = None) -> str:
-    """Source of ``output_transform_c{c}_w{wo}[_r{rows}](m, bias, o, n_img, th, tw, hp, wp, ho)`` over flat float32
-    arrays: the 36 GEMMs' products m ``(n_img, th, tw, 36, c)`` (``rows`` None: a grouped convolution's) or ``(36,
-    rows, c)`` (``rows`` = n_img·th·tw: a batched matmul's) → ``A^T m A`` + bias per 4x4 output tile, 2x2 max-pooled
-    (a NaN wins, as ``torch.maximum``) and ReLU'd (a NaN kept), written into o ``(n_img, ho, wo, c)`` at
-    ``1 + (pooled row, column)``: the next block's zero-bordered input. Pooled rows/columns from ``hp``/``wp`` on
-    (the floor of an odd size, a tile's overhang) are left as they are."""
-    apart = c if rows is None else rows * c  # from one product's value to the next
+def output_source(c: int, wo: int) -> str:
+    """Source of ``output_transform_c{c}_w{wo}(m, bias, o, n_img, th, tw, hp, wp, ho, tile, apart)`` over flat
+    float32 arrays: the 36 GEMMs' products m, value ``k`` of tile ``p`` (tiles ``(n_img, th, tw)`` in order) at
+    ``p·tile + k·apart`` (``(n_img, th, tw, 36, c)``: ``tile = 36·c``, ``apart = c``, a grouped convolution's; ``(36,
+    n_img·th·tw, c)``: ``tile = c``, ``apart = n_img·th·tw·c``, a batched matmul's) → ``A^T m A`` + bias per 4x4
+    output tile, 2x2 max-pooled (a NaN wins, as ``torch.maximum``) and ReLU'd (a NaN kept), written into o ``(n_img,
+    ho, wo, c)`` at ``1 + (pooled row, column)``: the next block's zero-bordered input. Pooled rows/columns from
+    ``hp``/``wp`` on (the floor of an odd size, a tile's overhang) are left as they are. The two strides are runtime
+    values (one kernel for both layouts, within 0.01 ms per call of constants measured on the reference model's
+    blocks), the channel count is not."""
     body = ["cu = np.uint64(c)"]
-    body += [f"m{i}{j} = m[mb + {_u((6 * i + j) * apart)} + cu]" for i in range(6) for j in range(6)]
+    body += [f"m{i}{j} = m[mb + {_u(6 * i + j)} * ap + cu]" for i in range(6) for j in range(6)]
     body += [f"s{a}{j} = {_sum(AT[a], [f'm{i}{j}' for i in range(6)])}" for a in range(4) for j in range(6)]
     body += [f"y{a}{b} = {_sum(AT[b], [f's{a}{k}' for k in range(6)])}" for a in range(4) for b in range(4)]
     for u in range(2):
@@ -85,11 +87,12 @@ def output_source(c: int, wo: int, rows: int | None = None) -> str:
     store = [f"o[o{u}{w} + cu] = relu(q{u}{w})" for u in range(2) for w in range(2)]
     edge = [s for u in range(2) for w in range(2) for s in (f"if k{u} and l{w}:", f"    {store[2 * u + w]}")]
     lines = [
-        f"def {output_name(c, wo, rows)}(m, bias, o, n_img, th, tw, hp, wp, ho):",
+        f"def output_transform_c{c}_w{wo}(m, bias, o, n_img, th, tw, hp, wp, ho, tile, apart):",
+        "    ap = np.uint64(apart)",
         "    for p in numba.prange(n_img * th * tw):",
         "        n, r = p // (th * tw), p % (th * tw)",
         "        ty, tx = r // tw, r % tw",
-        f"        mb = np.uint64(p * {36 * c if rows is None else c})",
+        "        mb = np.uint64(p) * np.uint64(tile)",
         "        k0, k1, l0, l1 = 2 * ty < hp, 2 * ty + 1 < hp, 2 * tx < wp, 2 * tx + 1 < wp",
         f"        o00 = np.uint64(((n * ho + 1 + 2 * ty) * {wo} + 1 + 2 * tx) * {c})",
         f"        o01 = o00 + {_u(c)}",
@@ -127,12 +130,7 @@ def input_transform(c: int):
     return _compile(input_source(c), f"input_transform_c{c}")
 
 
-def output_name(c: int, wo: int, rows: int | None = None) -> str:
-    return f"output_transform_c{c}_w{wo}" + ("" if rows is None else f"_r{rows}")
-
-
 @functools.cache
-def output_transform(c: int, wo: int, rows: int | None = None):
-    """The compiled output transform for ``c`` channels into rows of ``wo`` columns, from products laid out as
-    ``rows`` says (:func:`output_source`)."""
-    return _compile(output_source(c, wo, rows), output_name(c, wo, rows))
+def output_transform(c: int, wo: int):
+    """The compiled output transform for ``c`` channels into rows of ``wo`` columns (:func:`output_source`)."""
+    return _compile(output_source(c, wo), f"output_transform_c{c}_w{wo}")

@@ -38,12 +38,12 @@ ENABLED = True  # False: oneDNN's direct convolutions only
 # one process against the whole chunk (Zen 4, 9 processes, batch 8 and 32): 0.98-1.15x, mean 1.05x; 3 MB was worse.
 STEP_BYTES: int | None = 6 << 20
 # How a block runs its 36 products: "conv" (a grouped 1x1 oneDNN convolution over the tiles, channels-last) or "bmm"
-# (MKL's batched sgemm behind torch.bmm, the products laid out (36, tiles, Co)); "auto" times both on a block's first
-# step of each shape and keeps the faster. Which wins depends on the processor: on Zen 5 oneDNN's convolutions ran
-# 340-470 GFLOP/s and sgemm 180-200; on Zen 4 bmm took 0.68-0.77x conv's time for the reference model's block 4,
-# 0.77-0.94x for block 3, and 1.13-1.21x for block 2 (whole blocks, 4 frames, alternated in one process). The
-# environment's CNNLSTM_WINOGRAD_GEMM sets it for a process and its children: "conv" skips the timing (and the numba
-# compilation, about 10 s per block once, of bmm's output transforms) and runs the same way on every machine.
+# (MKL's batched sgemm behind torch.bmm, the products laid out (36, tiles, Co)), both read by one output kernel;
+# "auto" times both on a block's first step of each shape and keeps the faster. Which wins depends on the
+# processor: on Zen 5 oneDNN's convolutions ran 340-470 GFLOP/s and sgemm 180-200; on Zen 4 bmm took 0.68-0.77x
+# conv's time for the reference model's block 4, 0.77-0.94x for block 3, and 1.13-1.21x for block 2 (whole blocks,
+# 4 frames, alternated in one process). The environment's CNNLSTM_WINOGRAD_GEMM sets it for a process and its
+# children: "conv" or "bmm" skips the timing and runs the same way on every machine.
 GEMMS = ("conv", "bmm")
 
 
@@ -161,17 +161,14 @@ class WinogradBlock:
     def _step(self, x: torch.Tensor, out: torch.Tensor, gemm: str, shape: tuple[int, ...]) -> None:
         """One step of up to ``shape[0]`` frames: x's tiles transformed, multiplied (``gemm``), transformed back into
         ``out``."""
-        kernels, (step, th, tw, h, w), n = _module(), shape, x.shape[0]
+        kernels, (_, th, tw, h, w), n = _module(), shape, x.shape[0]
         ho, wo = out.shape[1:3]
-        if gemm == "bmm":  # products (36, rows, Co): the output kernel's constant rows, a whole step's
-            v = torch.empty(step, th, tw, 36 * self.ci)
-            v[n:].zero_()  # the rows past a last, shorter step: multiplied, never read
-        else:
-            v = torch.empty(n, th, tw, 36 * self.ci)
+        v = torch.empty(n, th, tw, 36 * self.ci)
         kernels.input_transform(self.ci)(x.view(-1).numpy(), v.view(-1).numpy(), n, x.shape[1], x.shape[2], th, tw)
         m = self._products(v, gemm)
-        back = kernels.output_transform(self.co, wo, step * th * tw if gemm == "bmm" else None)
-        back(m.view(-1).numpy(), self.bias.numpy(), out.view(-1).numpy(), n, th, tw, h // 2, w // 2, ho)
+        tile, apart = (self.co, n * th * tw * self.co) if gemm == "bmm" else (36 * self.co, self.co)
+        back = kernels.output_transform(self.co, wo)
+        back(m.view(-1).numpy(), self.bias.numpy(), out.view(-1).numpy(), n, th, tw, h // 2, w // 2, ho, tile, apart)
 
     def _products(self, v: torch.Tensor, gemm: str) -> torch.Tensor:
         """The 36 GEMMs on transformed tiles v ``(n, th, tw, 36·Ci)``: ``(36, n·th·tw, Co)`` by ``torch.bmm``, else
@@ -184,7 +181,7 @@ class WinogradBlock:
     def _choose(self, part: tuple[torch.Tensor, torch.Tensor], shape: tuple[int, ...]) -> str:
         """The faster way to run the products for steps of ``shape`` on this machine, timed on a first step ``part``
         (each way's best of :data:`TRIALS`, alternated): the GEMMs alone first, then, where ``torch.bmm``'s were
-        faster, whole steps (its products' layout costs the output transform more; its kernel compiles here)."""
+        faster, whole steps (its products' layout costs the output transform more)."""
         step, th, tw = shape[:3]
         v = torch.zeros(step, th, tw, 36 * self.ci)
         if _best({g: (lambda g=g: self._products(v, g)) for g in GEMMS}) == "conv":
