@@ -2,6 +2,7 @@
 partial tiles and odd sizes, NaN, which blocks it takes, the inference chain around it, the fallbacks."""
 
 import os
+import time
 import warnings
 
 import pytest
@@ -98,8 +99,6 @@ def test_auto_keeps_the_faster_way_for_each_step_shape(monkeypatch):
 
 
 def test_the_timing_keeps_the_fastest_way():
-    import time
-
     ran = []
     ways = {"slow": lambda: ran.append("slow") or time.sleep(0.01), "fast": lambda: ran.append("fast")}
     assert winograd._best(ways) == "fast"
