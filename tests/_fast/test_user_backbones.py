@@ -36,6 +36,9 @@ BACKBONES = {
     "nested-and-residual": lambda: nn.Sequential(
         nn.Sequential(*_block(3, 8, nn.MaxPool2d(2))), Residual(8), nn.Sequential(*_block(8, 16, nn.MaxPool2d(2)))
     ),
+    "winograd-3x3": lambda: nn.Sequential(  # 32 input channels: Winograd's training convolutions (and inference)
+        *_block(3, 32, nn.MaxPool2d(2)), nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2)
+    ),
     "bias-conv-affine-free-bn": lambda: nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),
         nn.BatchNorm2d(8, affine=False),

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from . import alloc
+from . import alloc, winograd_train
 from .train_block import PartsBatchNorm, bn_args, bn_runs, fusable_batch, pool_args
 
 __all__ = ["CHUNK_TRAIN_BYTES", "ChunkedChain"]
@@ -106,7 +106,8 @@ class ChunkedChain:
                 parts = [whole] if not isinstance(whole, torch.Tensor) else list(whole.split(parts[0].shape[0]))
             elif _plain_conv(step):  # the weight made channels-last once, not once per chunk
                 w = step.weight.contiguous(memory_format=torch.channels_last)
-                parts = [step._conv_forward(p, w, step.bias) for p in parts]
+                done = winograd_train.conv_parts(step, parts, w)  # a 3x3 convolution: Winograd where it applies
+                parts = done or [step._conv_forward(p, w, step.bias) for p in parts]
             else:
                 parts = [step(p) for p in parts]
         if torch.is_grad_enabled():

@@ -13,7 +13,8 @@ of running the products differ from each other by the same kind of rounding.
 
 Used by :class:`.onednn.OneDNNPrefix` for blocks whose convolution is 3x3, stride 1, padding 1, ungrouped, with at
 least :data:`MIN_CHANNELS` input channels (the first block's 3 make a GEMM too thin to gain), when numba imports
-(the ``fast`` extra). :data:`ENABLED` switches it off.
+(the ``fast`` extra). :data:`ENABLED` switches it off. Training steps run the convolution alone at full size
+(:meth:`WinogradBlock.full`) for the forward and the input gradient: :mod:`.winograd_train`.
 """
 
 from __future__ import annotations
@@ -125,23 +126,40 @@ def padded(x: torch.Tensor) -> torch.Tensor:
 
 
 class WinogradBlock:
-    """``relu(max_pool2d(conv3x3(x, weight, bias, padding=1), 2))`` by Winograd F(4x4, 3x3).
+    """``relu(max_pool2d(conv3x3(x, weight, bias, padding=1), 2))`` by Winograd F(4x4, 3x3) (a call), or the
+    convolution alone at full size (:meth:`full`).
 
     Args:
         weight: the convolution's ``(Co, Ci, 3, 3)``; bias ``(Co,)`` or None. Both read once, here.
+        chosen: where the block keeps the GEMM way it chose for each step shape (a training step's blocks, made
+            afresh from each step's weights, share one); a dict of its own by default.
+        exact: transform the weights in float64 (inference, once); False: in float32 (training, every step).
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, chosen: dict | None = None, exact=True):
         co, ci = weight.shape[:2]
         g = torch.tensor([[float(v) for v in row] for row in _module().G], dtype=torch.float64)  # (6, 3)
-        u = torch.einsum("ik,ockl,jl->ijoc", g, weight.detach().double(), g)  # (6, 6, Co, Ci): G w G^T
-        self.weight = u.reshape(36 * co, ci, 1, 1).float().contiguous()  # the 36 GEMMs' as one grouped 1x1 conv
-        # (36, Ci, Co) for torch.bmm: a copy, not a view of self.weight (as a transposed view, block 4's bmm took a
-        # median 1.40 against 1.20 ms, Zen 4)
-        self.matrices = u.reshape(36, co, ci).transpose(1, 2).float().contiguous()
-        self.chosen: dict[tuple[int, ...], str] = {}  # (frames per step, tiles, frame size) -> "conv" or "bmm"
+        gg, w = torch.kron(g, g), weight.detach().reshape(co * ci, 9)  # (36, 9): (G ⊗ G) vec(w) = vec(G w G^T)
+        gg, w = (gg, w.double()) if exact else (gg.float(), w.float())
+        self.u = (gg @ w.T).float().view(6, 6, co, ci)  # (6, 6, Co, Ci): G w G^T, one GEMM
+        self.chosen: dict[tuple, str] = {} if chosen is None else chosen  # step shape -> "conv" or "bmm"
         self.bias = torch.zeros(co) if bias is None else bias.detach().float().contiguous()
         self.ci, self.co = ci, co
+
+    @functools.cached_property
+    def weight(self) -> torch.Tensor:
+        """The 36 GEMMs' matrices as one grouped 1x1 convolution's weight ``(36·Co, Ci, 1, 1)`` (a view)."""
+        return self.u.view(36 * self.co, self.ci, 1, 1)
+
+    @functools.cached_property
+    def matrices(self) -> torch.Tensor:
+        """The 36 GEMMs' matrices ``(36, Ci, Co)`` for torch.bmm: a copy (as a transposed view, block 4's bmm took a
+        median 1.40 against 1.20 ms, Zen 4)."""
+        return self.u.view(36, self.co, self.ci).transpose(1, 2).contiguous()
+
+    def _frames(self, b: int, th: int, tw: int) -> int:
+        frame_bytes = th * tw * 36 * (self.ci + self.co) * 4  # one frame's float32 transformed tiles and products
+        return b if STEP_BYTES is None else max(1, min(b, STEP_BYTES // frame_bytes))
 
     def __call__(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Args: x ``(B, 4·tiles(h) + 2, 4·tiles(w) + 2, Ci)`` (:func:`padded`, or the previous block's output) for
@@ -149,28 +167,56 @@ class WinogradBlock:
         b, th, tw = x.shape[0], tiles(h), tiles(w)
         ho, wo = 4 * tiles(h // 2) + 2, 4 * tiles(w // 2) + 2
         out = torch.zeros(b, ho, wo, self.co)
-        frame_bytes = th * tw * 36 * (self.ci + self.co) * 4  # one frame's float32 transformed tiles and products
-        step = b if STEP_BYTES is None else max(1, min(b, STEP_BYTES // frame_bytes))
+        step = self._frames(b, th, tw)
         shape = (step, th, tw, h, w)
-        gemm = GEMM if GEMM != "auto" else self.chosen.get(shape)
-        for s in range(0, b, step):  # frames per call: the transformed tiles and products about STEP_BYTES
-            part = (x[s : s + step], out[s : s + step])
-            if gemm is None:
-                gemm = self.chosen[shape] = self._choose(part, shape)
-            self._step(*part, gemm, shape)
+        back = _module().output_transform(self.co, wo)
+
+        def finish(m: torch.Tensor, o: torch.Tensor, n: int, tile: int, apart: int) -> None:
+            back(m.view(-1).numpy(), self.bias.numpy(), o.view(-1).numpy(), n, th, tw, h // 2, w // 2, ho, tile, apart)
+
+        self._steps([(x[s : s + step], out[s : s + step]) for s in range(0, b, step)], shape, finish)
         return out
 
-    def _step(self, x: torch.Tensor, out: torch.Tensor, gemm: str, shape: tuple[int, ...]) -> None:
-        """One step of up to ``shape[0]`` frames: x's tiles transformed, multiplied (``gemm``), transformed back into
-        ``out``."""
-        kernels, (_, th, tw, h, w), n = _module(), shape, x.shape[0]
-        ho, wo = out.shape[1:3]
+    def full(self, x: torch.Tensor) -> torch.Tensor:
+        """``conv2d(x, weight, bias, padding=1)`` at full size, channels-last: x ``(B, H, W, Ci)`` → ``(B, H, W,
+        Co)``. Each step's frames are copied into a zero-bordered buffer of the step's size first (in cache)."""
+        b, h, w = x.shape[:3]
+        th, tw = tiles(h), tiles(w)
+        out = torch.empty(b, h, w, self.co)
+        step = self._frames(b, th, tw)
+        shape = ("full", step, th, tw, h, w)
+        buf = torch.zeros(min(step, b), 4 * th + 2, 4 * tw + 2, self.ci)  # its border and overhang stay zero
+        back = _module().output_full(self.co)
+
+        def finish(m: torch.Tensor, o: torch.Tensor, n: int, tile: int, apart: int) -> None:
+            back(m.view(-1).numpy(), self.bias.numpy(), o.view(-1).numpy(), n, th, tw, h, w, tile, apart)
+
+        def parts():
+            for s in range(0, b, step):
+                n = min(step, b - s)
+                buf[:n, 1 : h + 1, 1 : w + 1].copy_(x[s : s + n])
+                yield buf[:n], out[s : s + n]
+
+        self._steps(parts(), shape, finish)
+        return out
+
+    def _steps(self, parts, shape: tuple, finish: Callable) -> None:
+        """Each ``(input, output)`` of ``parts`` as a step, its products by the way chosen for ``shape``."""
+        gemm = GEMM if GEMM != "auto" else self.chosen.get(shape)
+        for part in parts:
+            if gemm is None:
+                gemm = self.chosen[shape] = self._choose(part, shape, finish)
+            self._step(*part, gemm, shape, finish)
+
+    def _step(self, x: torch.Tensor, out: torch.Tensor, gemm: str, shape: tuple, finish: Callable) -> None:
+        """One step of up to ``step`` frames of ``shape`` (``(..., step, th, tw, h, w)``): x's tiles transformed,
+        multiplied (``gemm``), transformed back into ``out`` (``finish``)."""
+        th, tw, n = shape[-4], shape[-3], x.shape[0]
         v = torch.empty(n, th, tw, 36 * self.ci)
-        kernels.input_transform(self.ci)(x.view(-1).numpy(), v.view(-1).numpy(), n, x.shape[1], x.shape[2], th, tw)
+        _module().input_transform(self.ci)(x.view(-1).numpy(), v.view(-1).numpy(), n, x.shape[1], x.shape[2], th, tw)
         m = self._products(v, gemm)
         tile, apart = (self.co, n * th * tw * self.co) if gemm == "bmm" else (36 * self.co, self.co)
-        back = kernels.output_transform(self.co, wo)
-        back(m.view(-1).numpy(), self.bias.numpy(), out.view(-1).numpy(), n, th, tw, h // 2, w // 2, ho, tile, apart)
+        finish(m, out, n, tile, apart)
 
     def _products(self, v: torch.Tensor, gemm: str) -> torch.Tensor:
         """The 36 GEMMs on transformed tiles v ``(n, th, tw, 36·Ci)``: ``(36, n·th·tw, Co)`` by ``torch.bmm``, else
@@ -180,15 +226,15 @@ class WinogradBlock:
         m = torch.conv2d(v.permute(0, 3, 1, 2), self.weight, groups=36)  # (n, 36·Co, th, tw) channels-last
         return m.permute(0, 2, 3, 1).contiguous()
 
-    def _choose(self, part: tuple[torch.Tensor, torch.Tensor], shape: tuple[int, ...]) -> str:
+    def _choose(self, part: tuple[torch.Tensor, torch.Tensor], shape: tuple, finish: Callable) -> str:
         """The faster way to run the products for steps of ``shape`` on this machine, timed on a first step ``part``
         (each way's best of :data:`TRIALS`, alternated): the GEMMs alone first, then, where ``torch.bmm``'s were
         faster, whole steps (its products' layout costs the output transform more)."""
-        step, th, tw = shape[:3]
+        step, th, tw = shape[-5:-2]
         v = torch.zeros(step, th, tw, 36 * self.ci)
         if _best({g: (lambda g=g: self._products(v, g)) for g in GEMMS}) == "conv":
             return "conv"
-        return _best({g: (lambda g=g: self._step(*part, g, shape)) for g in GEMMS})
+        return _best({g: (lambda g=g: self._step(*part, g, shape, finish)) for g in GEMMS})
 
 
 def _best(ways: dict[str, Callable[[], object]]) -> str:
