@@ -53,8 +53,7 @@ def _rows(model, chunk: int) -> tuple[dict, dict]:
     """name -> clips (N, T, C, H, W) -> logits; and notes (compile time, failures)."""
     from torch.fx.experimental.optimization import optimize_for_inference
 
-    from cnnlstm._fast.fold import folded_copy
-    from cnnlstm._fast.plan import leaves
+    from cnnlstm._fast.plan import folded_copy, leaves
 
     cnn = model.backbone.module
     plain = nn.Sequential(*leaves(copy.deepcopy(cnn))).eval()

@@ -113,3 +113,40 @@ def test_a_run_loaded_with_auto_says_which_precision_it_chose(tiny_run, monkeypa
     for native, want in ((False, "torch 32"), (True, "torch bf16")):
         monkeypatch.setattr(model_module, "bf16_supported", lambda native=native: native)
         assert ran_on(load_for_runtime(tiny_run[0], "torch", "auto")) == want
+
+
+def _fake_cpu(monkeypatch, tmp_path, flags: str) -> None:
+    """This CPU as one whose /proc/cpuinfo lists ``flags``."""
+    from cnnlstm._fast import onednn
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(onednn, "CPUINFO", str(info))
+    onednn.cpu_flags.cache_clear()
+    onednn.bf16_native.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu sse avx2 avx512f avx512bw avx512_vnni", False),  # an AVX-512 Xeon that only emulates bfloat16
+        ("fpu sse avx2 avx512f avx512_vnni avx512_bf16", True),
+        ("fpu sse avx2 amx_tile amx_bf16 amx_int8", True),
+        ("fpu sse avx2", False),
+    ],
+)
+def test_auto_precision_reads_the_cpus_own_flags(monkeypatch, tmp_path, flags, native):
+    import cnnlstm
+    from cnnlstm._fast import onednn
+    from cnnlstm.export.runtime import chosen_precision
+    from cnnlstm.precision import resolve_precision
+
+    _fake_cpu(monkeypatch, tmp_path, flags)
+    try:
+        assert cnnlstm.bf16_supported() is native
+        assert resolve_precision("auto") == ("bf16" if native else "32")
+        assert chosen_precision("openvino", "auto") == ("bf16" if native else "32")  # torch's and OpenVINO's
+        assert chosen_precision("onnxruntime", "auto") == "32"
+    finally:
+        onednn.cpu_flags.cache_clear()
+        onednn.bf16_native.cache_clear()

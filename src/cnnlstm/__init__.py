@@ -7,6 +7,7 @@ torch.Size([8, 10])
 """
 
 from ._fast.alloc import tune_malloc
+from ._fast.switch import fast_path
 from .backbones import BACKBONES, Conv1dBackbone, SmallCNN, build_backbone, register_backbone
 from .errors import CnnlstmError, ConfigError, MissingDependencyError, ShapeError
 from .layers import (
@@ -24,6 +25,7 @@ from .layers import (
 )
 from .layout import Layout, to_canonical
 from .model import CNNLSTM, CNNLSTMConfig
+from .precision import bf16_supported
 from .shapes import Diagnosis, Explanation, Finding, diagnose, explain, infer
 
 __version__ = "0.1.0"
@@ -67,6 +69,7 @@ __all__ = [
     "SmallCNN",
     "Temporal",
     "TimeDistributed",
+    "bf16_supported",
     "bridge",
     "build_backbone",
     "diagnose",
@@ -75,6 +78,7 @@ __all__ = [
     "export_openvino",
     "export_run",
     "export_torchscript",
+    "fast_path",
     "head",
     "infer",
     "load_run",

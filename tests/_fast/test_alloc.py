@@ -174,11 +174,13 @@ def test_launch_env_raises_glibc_thresholds_unless_mimalloc_is_asked_for(monkeyp
 _HINT = """
 import json, warnings, torch, cnnlstm
 tuned = cnnlstm.tune_malloc() if __import__("sys").argv[1] == "tune" else None
-class Opaque(torch.nn.Module):  # a forward of its own: run as it is, on the whole batch
+class Opaque(torch.nn.Module):  # a forward that checks a shape, which tracing cannot follow: run as written
     def __init__(self):
         super().__init__()
         self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
     def forward(self, x):
+        if x.shape[1] != 3:
+            raise ValueError("3 channels")
         return self.body(x)
 def model(cnn):
     return cnnlstm.CNNLSTM(input_shape=(None, 3, 64, 64), num_classes=2, hidden_size=4, backbone=cnn)

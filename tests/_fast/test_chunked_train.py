@@ -50,6 +50,7 @@ def test_a_training_step_in_chunks_makes_no_tensor_larger_than_a_chunk(chunks, m
     monkeypatch.setattr(ct, "CHUNK_TRAIN_BYTES", 4 * frame)  # 4 frames a chunk, 6 chunks
     monkeypatch.setitem(alloc._STATE, "raised", True)  # glibc's threshold is raised with one block, once a process
     monkeypatch.setattr(alloc, "top_pin", lambda pin: None)  # the block kept above the step's activations
+    cnn[7] = nn.Identity()  # dropout drawing masks runs the module as written (masks in the frames' own order)
     largest = _Largest()
     with largest:
         out = plan_for(cnn, x)(x)
@@ -76,7 +77,8 @@ def test_chunks_convert_a_convolutions_weight_once_a_step(monkeypatch):
     copies = [e for e in prof.events() if e.name == "aten::copy_" and e.input_shapes and e.input_shapes[0] == shape]
     # 6 chunks: the weight to channels-last once in forward (converted once a chunk, in forward and in backward,
     # this was 20 copies), one copy of each chunk's weight gradient inside convolution's backward, a few more
-    assert 1 <= len(copies) <= 6 + 3, len(copies)
+    # (one more: the copy of the module that the plan traces, once per structure, cnnlstm._fast.graph.analyse)
+    assert 1 <= len(copies) <= 6 + 4, len(copies)
     (exact(x.double()) * weights.double()).sum().backward()
     torch.testing.assert_close(cnn[4].weight.grad, exact[4].weight.grad.float(), rtol=0, atol=5e-5)
 

@@ -1,17 +1,18 @@
 """numba kernels of :mod:`.pool_kernels` (imported only where numba is installed): BatchNorm's affine map
 ``x·a + b`` per channel, a 2x2 stride-2 max-pool and ReLU over ``(B, H, W, C)`` float32 arrays, rows of pooled
-output split across numba's threads. Compiled on first use and cached on disk (``cache=True``; ~5 s once)."""
+output split across numba's threads. Compiled on first use and cached on disk, outside the package
+(:func:`.threads.numba_cache_dir`; ~5 s once)."""
 
 from __future__ import annotations
-
-import functools
 
 import numba
 import numpy as np
 
+from .threads import cached_njit
+
 __all__ = ["forward", "grad_input", "moments", "sums"]
 
-njit = functools.partial(numba.njit, parallel=True, cache=True, nogil=True)
+njit = cached_njit(parallel=True, nogil=True)
 f32 = np.float32
 
 

@@ -4,8 +4,8 @@ output transforms as straight-line code generated from the transform matrices, o
 The channel count (and the output's row length) are constants of each kernel and every index is unsigned: with
 them runtime values, or with numba's signed (wraparound) indices, LLVM cannot prove a kernel's loads and stores
 apart and leaves the loop over channels scalar, 8x slower (``bench/winograd_probe.py``, measured). The source is
-compiled as if it were this file's, so numba caches each kernel on disk beside it (``cache=True``: a few seconds
-once per channel count and frame size, then loaded)."""
+compiled as if it were this file's, so numba caches each kernel on disk (:func:`.threads.numba_cache_dir`, outside
+the package; a few seconds once per channel count and frame size, then loaded)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from fractions import Fraction
 
 import numba
 import numpy as np
+
+from .threads import cached_njit
 
 __all__ = ["AT", "BT", "G", "input_transform", "output_full", "output_transform"]
 
@@ -157,7 +159,7 @@ def _compile(source: str, name: str):
     """``source``'s function ``name``, compiled as if it were in this file, so numba's disk cache keeps it."""
     ns = {"__name__": __name__, "numba": numba, "np": np, "f32": np.float32, "mx": mx, "relu": relu}
     exec(compile(source, __file__, "exec"), ns)  # source generated above from the transform matrices
-    return numba.njit(parallel=True, cache=True, nogil=True)(ns[name])
+    return cached_njit(parallel=True, nogil=True)(ns[name])
 
 
 @functools.cache

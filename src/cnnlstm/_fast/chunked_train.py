@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
 
 from . import alloc, winograd_train
 from .train_block import PartsBatchNorm, bn_args, bn_runs, fusable_batch, pool_args
@@ -62,9 +63,13 @@ def _meta_step(step, x: torch.Tensor):
 
 
 def _batch_statistics(module: nn.Module) -> bool:
-    """True when ``module`` (or one inside it) normalizes by the statistics of its batch: it cannot run chunk by
-    chunk."""
-    return any(isinstance(m, _BatchNorm) and (m.training or m.running_mean is None) for m in module.modules())
+    """True when ``module`` (or one inside it) normalizes by the statistics of its batch, or moves running
+    statistics once a call (an InstanceNorm tracking them, in training): it cannot run chunk by chunk."""
+    return any(
+        (isinstance(m, _BatchNorm) and (m.training or m.running_mean is None))
+        or (isinstance(m, _InstanceNorm) and m.training and m.track_running_stats)
+        for m in module.modules()
+    )
 
 
 class ChunkedChain:

@@ -28,9 +28,32 @@ from . import winograd
 __all__ = ["OneDNNPrefix", "bf16_native"]
 
 
+CPUINFO = "/proc/cpuinfo"
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # the CPU computes bfloat16 natively (Linux's names for the flags)
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags as Linux reports them (:data:`CPUINFO`), or None where they cannot be read."""
+    try:
+        with open(CPUINFO, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
 @functools.cache
 def bf16_native() -> bool:
-    """Whether oneDNN computes bfloat16 natively on this CPU (AVX512-BF16 or AMX)."""
+    """Whether this CPU computes bfloat16 natively: AVX512-BF16 or AMX in its own flags. oneDNN's
+    ``_is_mkldnn_bf16_supported`` also says yes on AVX-512 CPUs that only emulate bfloat16 (an Intel Xeon with
+    AVX-512 and VNNI, without AVX512-BF16), where OpenVINO refuses bf16; the flags are the one answer both use.
+    Where the flags cannot be read (not Linux), oneDNN's answer."""
+    flags = cpu_flags()
+    if flags is not None:
+        return any(f in flags for f in BF16_FLAGS)
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

@@ -28,12 +28,22 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["SMALL_STEP_FLOPS", "numba_owner", "numba_threads", "step_flops", "torch_threads", "training_threads"]
+__all__ = [
+    "SMALL_STEP_FLOPS",
+    "cached_njit",
+    "numba_cache_dir",
+    "numba_owner",
+    "numba_threads",
+    "step_flops",
+    "torch_threads",
+    "training_threads",
+]
 
 SMALL_STEP_FLOPS = 100e6  # a training step (forward, backward) under this trains on one thread
 
@@ -105,3 +115,30 @@ def numba_threads() -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(before)
+
+
+def numba_cache_dir() -> str:
+    """Where cnnlstm's numba kernels are cached on disk: ``NUMBA_CACHE_DIR`` where the user set it, else
+    ``$XDG_CACHE_HOME/cnnlstm/numba`` (``~/.cache/cnnlstm/numba``), never inside the installed package."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "cnnlstm" / "numba")
+
+
+def cached_njit(**options) -> Callable:
+    """``numba.njit(cache=True, **options)`` whose disk cache is :func:`numba_cache_dir` (numba reads its cache
+    directory when a function is decorated; the setting is put back after, so a user's own numba code is left as
+    it was)."""
+
+    def decorate(f):
+        import numba
+
+        before = numba.config.CACHE_DIR
+        numba.config.CACHE_DIR = numba_cache_dir()
+        try:
+            return numba.njit(cache=True, **options)(f)
+        finally:
+            numba.config.CACHE_DIR = before
+
+    return decorate

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from . import pool_kernels, winograd_train
+from .switch import once_differentiable
 
 __all__ = ["CHUNK_BYTES", "BatchNormPoolReLU", "ChunkedBatchNormPoolReLU", "FusedChain", "bn_pool_relu"]
 
@@ -47,7 +48,7 @@ class BatchNormPoolReLU(torch.autograd.Function):
         return p  # (B, C, H', W')
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @once_differentiable
     def backward(ctx, grad):
         x, weight, running_mean, running_var, mean, invstd, idx, keep = ctx.saved_tensors
         grad = torch.where(keep, grad, 0)
@@ -79,7 +80,7 @@ class ChunkedBatchNormPoolReLU(torch.autograd.Function):
         return parts[0] if len(parts) == 1 else torch.cat(parts)  # (B, C, H', W')
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @once_differentiable
     def backward(ctx, grad):
         x, *stats = ctx.saved_tensors
         gx = torch.empty_like(x)  # first the gradient w.r.t. BatchNorm's output, then, in place, w.r.t. x
@@ -105,7 +106,7 @@ class PartsBatchNorm(torch.autograd.Function):
         return tuple(norm_forward(parts, stats, pool, relu))
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @once_differentiable
     def backward(ctx, *grads):
         mean, invstd, alpha, beta, *parts = ctx.saved_tensors
         # an output without a gradient gets zeros from autograd itself (a Function's grads are materialized)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import winograd
+from .switch import once_differentiable
 from .threads import numba_threads
 
 __all__ = ["ENABLED", "WinogradConv", "applies", "conv_parts"]
@@ -88,7 +89,7 @@ class WinogradConv(torch.autograd.Function):
         return y.permute(0, 3, 1, 2)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous(memory_format=torch.channels_last)
