@@ -226,8 +226,6 @@ def plan_for(module: nn.Module, frames: torch.Tensor, chunk_size: int | None = N
     """
     if frames.device.type != "cpu" or frames.dim() != 4 or tracing() or not switch.enabled():
         return module  # a dry run, another device, a traced graph that must keep a dynamic batch, or switched off
-    if _hooked(module) or _inference_tensors(module):
-        return module  # hooks must fire; inference tensors have no version to key a copy on
     structure, tensors = fingerprint(module)
     facts = _facts(module, structure)
     if facts is None:  # nothing proved: run as written
@@ -237,7 +235,12 @@ def plan_for(module: nn.Module, frames: torch.Tensor, chunk_size: int | None = N
     chunk = chunk_size or auto_chunk(frames)
     chunks = _chunkable(module)
     grads = torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
-    if module.training or grads or any(m.training for m in module.modules()):
+    training_mode = any(m.training for m in module.modules())
+    if _hooked(module) or _inference_tensors(module):
+        # hooks must fire (no copy, no fused step); inference tensors have no version to key a copy on: the module
+        # itself, a few frames a call where its graph is per frame (TimeDistributed's chunk_size)
+        return _chunked(module, chunk) if chunks and not training_mode else module
+    if grads or training_mode:
         return _training(module, frames, structure, facts, chunk if chunks else None)
     raise_heap_threshold()  # the calls' buffers (a few frames each) then stay in glibc's heap
     run = _inference(module, (structure, tensors), facts)
