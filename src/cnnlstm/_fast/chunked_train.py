@@ -62,7 +62,7 @@ def _meta_step(step, x: torch.Tensor):
     )
 
 
-def _batch_statistics(module: nn.Module) -> bool:
+def batch_statistics(module: nn.Module) -> bool:
     """True when ``module`` (or one inside it) normalizes by the statistics of its batch, or moves running
     statistics once a call (an InstanceNorm tracking them, in training): it cannot run chunk by chunk."""
     return any(
@@ -89,7 +89,7 @@ class ChunkedChain:
 
     def whole_batch(self) -> bool:
         """True when a module of the chain has a BatchNorm inside and so runs on the whole batch."""
-        return any(not isinstance(s, tuple) and _batch_statistics(s) for s in self.steps)
+        return any(not isinstance(s, tuple) and batch_statistics(s) for s in self.steps)
 
     def frames_per_chunk(self, x: torch.Tensor) -> int:
         """Frames per chunk for ``x`` ``(B, C, H, W)``: the largest activation of a chunk about
@@ -106,7 +106,7 @@ class ChunkedChain:
         for step in self.steps:
             if isinstance(step, tuple):
                 parts = _norm(parts, *step)
-            elif _batch_statistics(step) or len(parts) == 1:
+            elif batch_statistics(step) or len(parts) == 1:
                 whole = step(parts[0] if len(parts) == 1 else torch.cat(parts))
                 parts = [whole] if not isinstance(whole, torch.Tensor) else list(whole.split(parts[0].shape[0]))
             elif _plain_conv(step):  # the weight made channels-last once, not once per chunk

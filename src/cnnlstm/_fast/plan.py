@@ -28,7 +28,7 @@ from torch import nn
 
 from . import switch
 from .alloc import hint_untuned_training, raise_heap_threshold, top_pin, untuned
-from .chunked_train import ChunkedChain
+from .chunked_train import ChunkedChain, batch_statistics
 from .graph import Facts, analyse, fingerprint, folded_graph
 from .onednn import OneDNNPrefix, bf16_native
 from .train_block import FusedChain
@@ -150,12 +150,7 @@ def _inference(module: nn.Module, key: tuple, facts: Facts) -> _Inference:
 def _channels_last(run: Plan) -> Plan:
     """``run`` on channels-last frames, its 4-D output made contiguous again where the frames were not
     channels-last (as the plain module's output would be)."""
-
-    def plan(frames: torch.Tensor):
-        out = run(frames.contiguous(memory_format=torch.channels_last))
-        return _as_plain(out, frames)
-
-    return plan
+    return _plain_format(lambda frames: run(frames.contiguous(memory_format=torch.channels_last)))
 
 
 def _plain_format(run: Plan) -> Plan:
@@ -203,16 +198,9 @@ def _chunked_chain(module: nn.Module, key: tuple, chain: list[nn.Module]) -> Chu
 
 
 def _chunkable(module: nn.Module) -> bool:
-    """True when frames may run a few at a time: no BatchNorm or InstanceNorm that uses or moves statistics of its
-    batch (training mode, or no running statistics), and no dropout that draws masks (training mode)."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None):
-            return False
-        if isinstance(m, nn.modules.instancenorm._InstanceNorm) and m.training and m.track_running_stats:
-            return False
-        if _draws(m):
-            return False
-    return True
+    """True when frames may run a few at a time: no normalization that uses or moves statistics of its batch
+    (:func:`.chunked_train.batch_statistics`), and no dropout that draws masks (training mode)."""
+    return not batch_statistics(module) and not any(_draws(m) for m in module.modules())
 
 
 def plan_for(module: nn.Module, frames: torch.Tensor, chunk_size: int | None = None) -> Plan:

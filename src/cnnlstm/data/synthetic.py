@@ -179,15 +179,8 @@ def _novel_sprite() -> np.ndarray:
     return s
 
 
-def make_anomaly_videos(
-    root: str | Path,
-    normal_train: int = 480,
-    normal_test: int = 40,
-    per_anomaly: int = 10,
-    seed: int = 0,
-    size: tuple[int, int] = (64, 64),
-    frames: int = 24,
-) -> Path:
+def make_anomaly_videos(root: str | Path, normal_train: int = 480, normal_test: int = 40, per_anomaly: int = 10,
+                        seed: int = 0, size: tuple[int, int] = (64, 64), frames: int = 24) -> Path:
     """The built-in anomaly set: smooth moving digits are normal; a sudden jump, a freeze, a reversal
     mid-clip, and an object that never appears in training are anomalies.
 

@@ -74,7 +74,6 @@ def fit_forecast(
     """
     opts = options or TrainOptions(**FORECAST_TRAINING)
     if opts.ensemble > 1:
-
         def one(folder: Path, o: TrainOptions) -> TrainSummary | None:
             return fit_forecast(source, folder, horizon, lookback, targets, holdout, model_options, o)
 
